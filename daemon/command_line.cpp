@@ -1,1 +1,154 @@
-// placeholder: being written
+#include "command_line.hpp"
+
+#include "gatherstats/config/duration.hpp"
+
+namespace gatherstatsd {
+
+const char* const usage =
+    "usage:\n"
+    "  gatherstatsd fetch URL_OR_PATH [--endpoint URL] [--database CONNINFO]\n"
+    "                     [--ca-file FILE] [--table NAME] [--values strict|skip]\n"
+    "                     [--timeout DURATION]\n"
+    "      fetch one JSON document, flatten it and commit its rows in one transaction\n"
+    "  gatherstatsd migrate [--database CONNINFO] [--table NAME]\n"
+    "      create the statistics table if it is missing, then check it\n"
+    "  gatherstatsd [--config FILE] [--check | --once]\n"
+    "      run as a daemon (not built yet: see docs/command-line.md)\n"
+    "  gatherstatsd --version | --help\n"
+    "\n"
+    "CONNINFO is a libpq connection string or URI; without --database, libpq's\n"
+    "environment (PGHOST, PGDATABASE, PGPASSFILE, ...) applies.\n";
+
+namespace {
+
+// Walks the arguments; accepts both "--name VALUE" and "--name=VALUE".
+class arg_reader {
+ public:
+  explicit arg_reader(const std::vector<std::string>& args) : args_(args) {}
+  bool done() const { return i_ >= args_.size(); }
+  const std::string& peek() const { return args_[i_]; }
+  void skip() { ++i_; }
+
+  // If the current argument is option `name`, consumes it and its value.
+  // Returns false if it is not; sets `error` if the value is missing.
+  bool option(std::string_view name, std::optional<std::string>& value, std::string& error) {
+    const std::string& a = args_[i_];
+    if (a == name) {
+      if (i_ + 1 >= args_.size()) {
+        error = std::string(name) + " needs a value";
+        ++i_;
+        return true;
+      }
+      value = args_[i_ + 1];
+      i_ += 2;
+      return true;
+    }
+    if (a.size() > name.size() && a.starts_with(name) && a[name.size()] == '=') {
+      value = a.substr(name.size() + 1);
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  const std::vector<std::string>& args_;
+  std::size_t i_ = 0;
+};
+
+parse_result fail(std::string message) { return {std::nullopt, std::move(message)}; }
+
+parse_result parse_fetch(arg_reader& in) {
+  fetch_options o;
+  std::optional<std::string> source, table, values, timeout;
+  std::string error;
+  while (!in.done()) {
+    if (in.option("--endpoint", o.endpoint, error) || in.option("--database", o.database, error) ||
+        in.option("--ca-file", o.ca_file, error) || in.option("--table", table, error) ||
+        in.option("--values", values, error) || in.option("--timeout", timeout, error)) {
+      if (!error.empty()) return fail(error);
+      continue;
+    }
+    const std::string& a = in.peek();
+    if (a.starts_with("--") || (a.starts_with("-") && a.size() > 1))
+      return fail("fetch: unknown option " + a);
+    if (source) return fail("fetch: only one URL_OR_PATH, got also \"" + a + "\"");
+    source = a;
+    in.skip();
+  }
+  if (!source) return fail("fetch: missing URL_OR_PATH");
+  o.source = *source;
+  if (table) o.table = *table;
+  if (values) {
+    if (*values == "skip")
+      o.skip_bad_values = true;
+    else if (*values != "strict")
+      return fail("fetch: --values must be strict or skip, not \"" + *values + "\"");
+  }
+  if (timeout) {
+    auto d = gatherstats::config::parse_duration(*timeout);
+    if (!d)
+      return fail("fetch: --timeout \"" + *timeout + "\" is not a duration like 500ms, 10s, 5m");
+    o.timeout = *d;
+  }
+  return {command{std::move(o)}, {}};
+}
+
+parse_result parse_migrate(arg_reader& in) {
+  migrate_options o;
+  std::optional<std::string> table;
+  std::string error;
+  while (!in.done()) {
+    if (in.option("--database", o.database, error) || in.option("--table", table, error)) {
+      if (!error.empty()) return fail(error);
+      continue;
+    }
+    return fail("migrate: unexpected argument " + in.peek());
+  }
+  if (table) o.table = *table;
+  return {command{std::move(o)}, {}};
+}
+
+}  // namespace
+
+parse_result parse_command_line(const std::vector<std::string>& args) {
+  arg_reader in(args);
+  if (in.done()) return {command{run_options{}}, {}};
+  const std::string& first = in.peek();
+  if (first == "--help" || first == "-h") return {command{show_help{}}, {}};
+  if (first == "--version") return {command{show_version{}}, {}};
+  if (first == "fetch") {
+    in.skip();
+    return parse_fetch(in);
+  }
+  if (first == "migrate") {
+    in.skip();
+    return parse_migrate(in);
+  }
+  run_options o;
+  std::optional<std::string> config;
+  std::string error;
+  while (!in.done()) {
+    if (in.option("--config", config, error)) {
+      if (!error.empty()) return fail(error);
+      continue;
+    }
+    const std::string& a = in.peek();
+    if (a == "--check")
+      o.check = true;
+    else if (a == "--once")
+      o.once = true;
+    else if (a == "--help" || a == "-h")
+      return {command{show_help{}}, {}};
+    else if (a == "--version")
+      return {command{show_version{}}, {}};
+    else
+      return fail("unknown argument " + a);
+    in.skip();
+  }
+  if (o.check && o.once) return fail("--check and --once cannot be combined");
+  if (config) o.config = *config;
+  return {command{std::move(o)}, {}};
+}
+
+}  // namespace gatherstatsd

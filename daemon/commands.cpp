@@ -1,1 +1,167 @@
-// placeholder: being written
+// `fetch` and `migrate`: the original management command's job, done over the
+// library's asynchronous HTTP client and libpq connection on one io_context.
+// The only blocking work (reading a file) runs on a one-thread pool.
+#include "commands.hpp"
+
+#include "gatherstats/fetch_record.hpp"
+#include "gatherstats/http/client.hpp"
+#include "gatherstats/io/read_file.hpp"
+#include "gatherstats/json/flatten.hpp"
+#include "gatherstats/pg/connection.hpp"
+#include "gatherstats/pg/statistic_table.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/url/parse.hpp>
+
+#include <filesystem>
+#include <iostream>
+
+namespace asio = boost::asio;
+using namespace gatherstats;
+
+namespace gatherstatsd {
+namespace {
+
+// How long the database may take for each step of a one-shot command.
+constexpr auto database_timeout = std::chrono::seconds(30);
+// The endpoint column is varchar(1204) in the original schema.
+constexpr std::size_t max_endpoint_chars = 1204;
+
+std::size_t utf8_chars(std::string_view s) {
+  std::size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+pg::deadline database_deadline() { return std::chrono::steady_clock::now() + database_timeout; }
+
+// Runs `work` on a fresh event loop; prints its failure, if any.
+template <class T, class Work, class OnSuccess>
+int run_to_completion(Work work, OnSuccess on_success) {
+  asio::io_context io;
+  asio::thread_pool blocking(1);
+  int exit_code = 1;
+  asio::co_spawn(io, work(blocking.get_executor()), [&](std::exception_ptr e, outcome<T> result) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        std::cerr << "gatherstatsd: error: internal: " << ex.what() << "\n";
+      }
+      return;
+    }
+    if (!result) {
+      std::cerr << "gatherstatsd: error: " << result.error().message << "\n";
+      return;
+    }
+    on_success(*result);
+    exit_code = 0;
+  });
+  io.run();
+  blocking.join();
+  return exit_code;
+}
+
+struct document_source {
+  std::string url;    // http(s) URL, or empty for a file
+  std::string path;   // file path, or empty for a URL
+  std::string shown;  // for messages
+};
+
+outcome<document_source> classify_source(const std::string& text) {
+  document_source s;
+  if (text.starts_with("http://") || text.starts_with("https://")) {
+    s.url = text;
+    s.shown = http::redact_url(text);
+    return s;
+  }
+  if (text.starts_with("file://")) {
+    auto parsed = boost::urls::parse_uri(text);
+    if (!parsed ||
+        (parsed->has_authority() && !parsed->host().empty() && parsed->host() != "localhost"))
+      return failure::permanent("\"" + text + "\" is not a file URL of this machine");
+    s.path = parsed->path();
+  } else if (text.find("://") != std::string::npos) {
+    return failure::permanent("\"" + text + "\": unsupported scheme (use http, https or file)");
+  } else {
+    s.path = text;
+  }
+  std::error_code ec;
+  auto absolute = std::filesystem::absolute(s.path, ec);
+  if (!ec) s.path = absolute.lexically_normal().string();
+  s.shown = s.path;
+  return s;
+}
+
+asio::awaitable<outcome<std::size_t>> async_fetch(fetch_options o, asio::any_io_executor blocking) {
+  auto table = pg::table_name::parse(o.table);
+  if (!table) co_return table.error();
+  auto source = classify_source(o.source);
+  if (!source) co_return source.error();
+  std::string endpoint = o.endpoint            ? *o.endpoint
+                         : source->url.empty() ? "file://" + source->path
+                                               : source->url;
+  if (utf8_chars(endpoint) > max_endpoint_chars)
+    co_return failure::permanent("the endpoint to record is longer than " +
+                                 std::to_string(max_endpoint_chars) + " characters");
+
+  json::flatten_options rules;
+  rules.values = o.skip_bad_values ? json::value_policy::skip : json::value_policy::strict;
+  auto until = std::chrono::steady_clock::now() + o.timeout;
+
+  fetch_record record;
+  record.endpoint = std::move(endpoint);
+  std::string body;
+  if (!source->url.empty()) {
+    auto client = http::client::create({o.ca_file.value_or("")});
+    if (!client) co_return client.error();
+    auto response = co_await client->async_get(source->url, rules.max_body_bytes, until);
+    if (!response) co_return response.error();
+    body = std::move(response->body);
+    record.fetched_at = response->received_at;
+  } else {
+    auto read = co_await io::async_read_file(blocking, source->path, rules.max_body_bytes);
+    if (!read) co_return read.error();
+    body = std::move(*read);
+    record.fetched_at = now_utc();
+  }
+
+  auto rows = json::flatten(body, rules);
+  if (!rows) co_return failure::permanent(source->shown + ": " + rows.error().message);
+  record.rows = std::move(*rows);
+
+  auto conn = co_await pg::connection::async_connect(o.database.value_or(""), database_deadline());
+  if (!conn) co_return conn.error();
+  auto checked = co_await pg::async_check_schema(*conn, *table, database_deadline());
+  if (!checked) co_return checked.error();
+  co_return co_await pg::async_commit(*conn, *table, record, database_deadline());
+}
+
+asio::awaitable<outcome<bool>> async_migrate(migrate_options o, asio::any_io_executor) {
+  auto table = pg::table_name::parse(o.table);
+  if (!table) co_return table.error();
+  auto conn = co_await pg::connection::async_connect(o.database.value_or(""), database_deadline());
+  if (!conn) co_return conn.error();
+  co_return co_await pg::async_migrate(*conn, *table, database_deadline());
+}
+
+}  // namespace
+
+int run_fetch(const fetch_options& options) {
+  return run_to_completion<std::size_t>(
+      [&](asio::any_io_executor blocking) { return async_fetch(options, blocking); },
+      [](const std::size_t& created) { std::cout << "Created " << created << " object(s)\n"; });
+}
+
+int run_migrate(const migrate_options& options) {
+  return run_to_completion<bool>(
+      [&](asio::any_io_executor blocking) { return async_migrate(options, blocking); },
+      [&](const bool& created) {
+        std::cout << (created ? "Created table " : "Table ") << options.table
+                  << (created ? "\n" : " already exists and is usable\n");
+      });
+}
+
+}  // namespace gatherstatsd

@@ -37,7 +37,6 @@ using outcome = boost::system::result<T, failure>;
 
 // Lets `outcome<T>::value()` throw when it holds a failure (a programming
 // error: callers are expected to test `has_value()` first).
-[[noreturn]] void throw_exception_from_error(const failure& f,
-                                             const boost::source_location& loc);
+[[noreturn]] void throw_exception_from_error(const failure& f, const boost::source_location& loc);
 
 }  // namespace gatherstats

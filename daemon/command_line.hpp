@@ -1,0 +1,48 @@
+// The gatherstatsd command line (docs/command-line.md): parsed into one of
+// the commands below, or an error message for the user. Pure: no I/O.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace gatherstatsd {
+
+struct fetch_options {
+  std::string source;                   // URL, file:// URL or path
+  std::optional<std::string> endpoint;  // recorded instead of the source
+  std::optional<std::string> database;  // libpq conninfo; absent: libpq's environment
+  std::optional<std::string> ca_file;   // instead of the system trust store
+  std::string table = "gatherstats_statistic";
+  bool skip_bad_values = false;  // --values skip
+  std::chrono::milliseconds timeout{30'000};
+};
+
+struct migrate_options {
+  std::optional<std::string> database;
+  std::string table = "gatherstats_statistic";
+};
+
+struct run_options {
+  std::string config = "/etc/gatherstats/gatherstats.yaml";
+  bool check = false;
+  bool once = false;
+};
+
+struct show_help {};
+struct show_version {};
+
+using command = std::variant<show_help, show_version, fetch_options, migrate_options, run_options>;
+
+struct parse_result {
+  std::optional<command> parsed;
+  std::string error;  // set when parsed is empty
+};
+
+parse_result parse_command_line(const std::vector<std::string>& args);
+
+extern const char* const usage;
+
+}  // namespace gatherstatsd

@@ -1,0 +1,14 @@
+// Durations as operators write them: "250ms", "10s", "5m", "1h". Pure.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string_view>
+
+namespace gatherstats::config {
+
+// A positive whole number followed by ms, s, m or h; nullopt for anything
+// else (no unit, zero, negative, fractional, overflow).
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+}  // namespace gatherstats::config

@@ -1,0 +1,23 @@
+// One fetch, ready to commit: where it came from, when its body arrived, and
+// its rows. Committing the same record twice stores it once.
+#pragma once
+
+#include "gatherstats/json/flatten.hpp"
+
+#include <chrono>
+#include <string>
+
+namespace gatherstats {
+
+using timestamp = std::chrono::sys_time<std::chrono::microseconds>;
+
+struct fetch_record {
+  std::string endpoint;  // the value stored in the endpoint column
+  timestamp fetched_at;  // the instant the whole body was received, UTC
+  json::flat_rows rows;
+};
+
+// The current time, truncated to the microseconds PostgreSQL stores.
+timestamp now_utc();
+
+}  // namespace gatherstats
