@@ -1,1 +1,142 @@
-// placeholder: being written
+#include "support/test_env.hpp"
+
+#include <libpq-fe.h>
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace test {
+namespace {
+
+std::string read_first_line(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line) || line.empty()) FAIL("cannot read " << path << ": " << what);
+  return line;
+}
+
+struct conn_closer {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+using conn_ptr = std::unique_ptr<PGconn, conn_closer>;
+
+conn_ptr connect_blocking(const std::string& conninfo) {
+  conn_ptr c(PQconnectdb(conninfo.c_str()));
+  if (PQstatus(c.get()) != CONNECTION_OK)
+    FAIL("cannot connect to the test database (" << conninfo << "): " << PQerrorMessage(c.get()));
+  return c;
+}
+
+std::vector<std::vector<std::string>> query_on(PGconn* c, const std::string& sql) {
+  std::unique_ptr<PGresult, decltype(&PQclear)> r(PQexec(c, sql.c_str()), &PQclear);
+  auto status = PQresultStatus(r.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+    FAIL("SQL failed: " << sql << ": " << PQresultErrorMessage(r.get()));
+  std::vector<std::vector<std::string>> rows;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    auto& row = rows.emplace_back();
+    for (int j = 0; j < PQnfields(r.get()); ++j) row.emplace_back(PQgetvalue(r.get(), i, j));
+  }
+  return rows;
+}
+
+}  // namespace
+
+std::string daemon_bin() { return GATHERSTATS_DAEMON_BIN; }
+std::string source_dir() { return GATHERSTATS_SOURCE_DIR; }
+std::string cert_dir() { return GATHERSTATS_TEST_CERT_DIR; }
+
+std::string admin_conninfo() {
+  return read_first_line(std::string(GATHERSTATS_TEST_PG_DIR) + "/conninfo",
+                         "is the PostgreSQL fixture running? (ctest starts it)");
+}
+
+std::string tcp_admin_conninfo() {
+  return read_first_line(std::string(GATHERSTATS_TEST_PG_DIR) + "/tcp_conninfo",
+                         "is the PostgreSQL fixture running? (ctest starts it)");
+}
+
+scratch_database::scratch_database() {
+  static std::atomic<int> serial{0};
+  name_ = "gs_test_" + std::to_string(::getpid()) + "_" + std::to_string(++serial);
+  auto admin = connect_blocking(admin_conninfo());
+  query_on(admin.get(), "CREATE DATABASE " + name_);
+  // In a libpq conninfo the last value of a keyword wins.
+  conninfo_ = admin_conninfo() + " dbname=" + name_;
+}
+
+scratch_database::~scratch_database() {
+  conn_ptr admin(PQconnectdb(admin_conninfo().c_str()));
+  PQclear(PQexec(admin.get(), ("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)").c_str()));
+}
+
+void scratch_database::exec(const std::string& sql) const {
+  auto c = connect_blocking(conninfo_);
+  query_on(c.get(), sql);
+}
+
+std::vector<std::vector<std::string>> scratch_database::query(const std::string& sql) const {
+  auto c = connect_blocking(conninfo_);
+  return query_on(c.get(), sql);
+}
+
+long long scratch_database::count(const std::string& table) const {
+  return std::stoll(query("SELECT count(*) FROM " + table).at(0).at(0));
+}
+
+void scratch_database::create_original_table() const {
+  // What `manage.py sqlmigrate gatherstats 0001` prints for the original.
+  exec(
+      "BEGIN;"
+      "CREATE TABLE \"gatherstats_statistic\" (\"id\" serial NOT NULL PRIMARY KEY,"
+      " \"endpoint\" varchar(1204) NOT NULL, \"key\" varchar(512) NOT NULL,"
+      " \"numeric_value\" double precision NOT NULL,"
+      " \"fetched_at\" timestamp with time zone NOT NULL);"
+      "ALTER TABLE \"gatherstats_statistic\" ADD CONSTRAINT"
+      " \"gatherstats_statistic_endpoint_key_fetched_at_3c4ad5a4_uniq\""
+      " UNIQUE (\"endpoint\", \"key\", \"fetched_at\");"
+      "COMMIT;");
+}
+
+test_server::test_server(std::string cert, std::string root, std::string listen)
+    : tls_(!cert.empty()) {
+  std::vector<std::string> argv{GATHERSTATS_TEST_SERVER_BIN, "--listen", listen};
+  if (tls_) {
+    argv.insert(argv.end(),
+                {"--tls", cert_dir() + "/" + cert + ".pem", cert_dir() + "/" + cert + ".key"});
+  }
+  if (!root.empty()) argv.insert(argv.end(), {"--root", root});
+  process_ = std::make_unique<child>(argv);
+  auto line = process_->read_line(std::chrono::seconds(10));
+  if (!line || !line->starts_with("listening on "))
+    FAIL("the test server did not start: " << line.value_or("(no output)"));
+  port_ = static_cast<std::uint16_t>(std::stoi(line->substr(13)));
+}
+
+std::string test_server::url(const std::string& path, const std::string& host) const {
+  return std::string(tls_ ? "https://" : "http://") + host + ":" + std::to_string(port_) + path;
+}
+
+temp_dir::temp_dir() {
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "gatherstats-test.XXXXXX").string();
+  if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
+  path_ = pattern;
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+std::filesystem::path temp_dir::write(const std::string& name, const std::string& content) const {
+  auto p = path_ / name;
+  std::ofstream(p, std::ios::binary) << content;
+  return p;
+}
+
+}  // namespace test

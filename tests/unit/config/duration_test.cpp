@@ -1,0 +1,22 @@
+#include "gatherstats/config/duration.hpp"
+
+#include <catch2/catch.hpp>
+
+using gatherstats::config::parse_duration;
+using namespace std::chrono_literals;
+
+TEST_CASE("durations are a positive whole number and a unit", "[config][duration]") {
+  CHECK(parse_duration("250ms") == 250ms);
+  CHECK(parse_duration("10s") == 10s);
+  CHECK(parse_duration("5m") == 5min);
+  CHECK(parse_duration("1h") == 1h);
+  CHECK(parse_duration("24h") == 24h);
+}
+
+TEST_CASE("anything else is not a duration", "[config][duration]") {
+  for (const char* bad : {"", "10", "s", "0s", "-1s", "1.5s", "10 s", "10sec", "1d", "10S", " 10s",
+                          "99999999999999999999h", "9223372036854775807h"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_duration(bad).has_value());
+  }
+}
