@@ -100,9 +100,12 @@ asio::awaitable<outcome<std::size_t>> async_fetch(fetch_options o, asio::any_io_
   if (!table) co_return table.error();
   auto source = classify_source(o.source);
   if (!source) co_return source.error();
-  std::string endpoint = o.endpoint            ? *o.endpoint
-                         : source->url.empty() ? "file://" + source->path
-                                               : source->url;
+  // Not a ?: expression: GCC 12 mishandles its temporaries in a coroutine.
+  std::string endpoint = source->url;
+  if (o.endpoint)
+    endpoint = *o.endpoint;
+  else if (endpoint.empty())
+    endpoint = "file://" + source->path;
   if (utf8_chars(endpoint) > max_endpoint_chars)
     co_return failure::permanent("the endpoint to record is longer than " +
                                  std::to_string(max_endpoint_chars) + " characters");

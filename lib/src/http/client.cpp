@@ -35,6 +35,22 @@ bool is_timeout(const boost::system::error_code& ec) {
   return ec == beast::error::timeout || ec == asio::error::timed_out;
 }
 
+// "timed out WHAT" or "WHAT failed: reason". A plain function: GCC 12
+// destroys temporaries of a ?: inside a coroutine twice.
+std::string network_error(std::string_view shown, const boost::system::error_code& ec,
+                          std::string_view timed_out, std::string_view failed) {
+  std::string m(shown);
+  m += ": ";
+  if (is_timeout(ec)) {
+    m += timed_out;
+  } else {
+    m += failed;
+    m += ": ";
+    m += ec.message();
+  }
+  return m;
+}
+
 struct target {
   bool tls = false;
   bool ip_literal = false;
@@ -78,10 +94,8 @@ asio::awaitable<outcome<response>> async_exchange(Stream& stream, const target& 
   req.set(bhttp::field::connection, "close");
   auto [write_ec, written] = co_await bhttp::async_write(stream, req, use_nothrow);
   if (write_ec)
-    co_return failure::transient(shown + ": " +
-                                 (is_timeout(write_ec)
-                                      ? std::string("timed out sending the request")
-                                      : "sending the request failed: " + write_ec.message()));
+    co_return failure::transient(network_error(shown, write_ec, "timed out sending the request",
+                                               "sending the request failed"));
 
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::string_body> parser;
@@ -167,10 +181,8 @@ asio::awaitable<outcome<response>> client::async_get(std::string url, std::size_
   tcp.expires_at(until);
   auto [connect_ec, peer] = co_await tcp.async_connect(endpoints, use_nothrow);
   if (connect_ec)
-    co_return failure::transient(shown + ": " +
-                                 (is_timeout(connect_ec)
-                                      ? std::string("timed out connecting")
-                                      : "cannot connect: " + connect_ec.message()));
+    co_return failure::transient(
+        network_error(shown, connect_ec, "timed out connecting", "cannot connect"));
 
   if (!t.tls) {
     auto out = co_await async_exchange(tcp, t, max_body_bytes, shown);
