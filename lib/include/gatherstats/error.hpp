@@ -21,13 +21,14 @@ enum class failure_kind { transient, permanent };
 
 struct failure {
   failure_kind kind = failure_kind::permanent;
-  std::string message;  // one line, names what was wrong and where
+  std::string message;       // one line, names what was wrong and where
+  unsigned http_status = 0;  // the HTTP status behind the failure, if any
 
   static failure transient(std::string message) {
-    return {failure_kind::transient, std::move(message)};
+    return {failure_kind::transient, std::move(message), 0};
   }
   static failure permanent(std::string message) {
-    return {failure_kind::permanent, std::move(message)};
+    return {failure_kind::permanent, std::move(message), 0};
   }
   bool is_transient() const { return kind == failure_kind::transient; }
 };

@@ -121,8 +121,9 @@ asio::awaitable<outcome<response>> async_exchange(Stream& stream, const target& 
     std::string message = shown + ": HTTP " + std::to_string(out.status);
     if (auto reason = parser.get().reason(); !reason.empty()) message += " " + std::string(reason);
     bool transient = out.status == 429 || out.status >= 500;
-    co_return failure{transient ? failure_kind::transient : failure_kind::permanent,
-                      std::move(message)};
+    failure f{failure_kind::permanent, std::move(message), out.status};
+    if (transient) f.kind = failure_kind::transient;
+    co_return f;
   }
   out.body = std::move(parser.get().body());
   co_return out;

@@ -164,7 +164,7 @@ struct connection::impl {
       message += ')';
     }
     bool transient = PQstatus(conn.get()) == CONNECTION_BAD || (state && transient_sqlstate(state));
-    return {transient ? failure_kind::transient : failure_kind::permanent, std::move(message)};
+    return {transient ? failure_kind::transient : failure_kind::permanent, std::move(message), 0};
   }
 
   // Sends what libpq has queued, then collects every result of the command.
