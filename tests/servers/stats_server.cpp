@@ -2,9 +2,12 @@
 // benchmarks start as a child process on loopback. It serves a sample
 // statistics document, generated documents of any size, files from a
 // directory, and hostile behaviours (hangs, drips, endless or huge bodies, a
-// gzip bomb, redirect loops) that the client has to survive.
+// gzip bomb, redirect loops) that the client has to survive. It also echoes
+// request headers, serves files gzip- and deflate-encoded, tells how many
+// requests a connection has served, and can require client certificates.
 //
-//   gatherstats-test-server [--listen ADDR] [--port N] [--tls CERT_PEM KEY_PEM] [--root DIR]
+//   gatherstats-test-server [--listen ADDR] [--port N] [--tls CERT_PEM KEY_PEM]
+//                           [--client-ca CA_PEM] [--root DIR]
 //
 // Prints "listening on PORT" once it accepts connections, and exits 0 on
 // SIGTERM, SIGINT or end of file on stdin (so it never outlives the test that
@@ -54,7 +57,9 @@ using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 using std::to_string;
 
-// --- the gzip bomb: deflate written by hand, so no zlib is needed ----------
+// --- deflate written by hand, so no zlib is needed ----------------------------
+// (the library links zlib privately: its symbols are not on this program's
+// link line)
 
 constexpr std::uint32_t crc_polynomial = 0xedb88320;  // CRC-32 as gzip uses it
 
@@ -155,6 +160,30 @@ class deflate_writer {
     for (std::uint64_t i = 0; i < copies; ++i) put(0, 2);
     put_code(0b11, 2);
   }
+  // Bytes up to 65535 at a time, as stored blocks.
+  void put_stored_blocks(std::string_view bytes, bool final) {
+    do {
+      const std::string_view piece = bytes.substr(0, 65535);
+      bytes.remove_prefix(piece.size());
+      put_stored_block(piece, final && bytes.empty());
+    } while (!bytes.empty());
+  }
+  // One block with the fixed Huffman codes, literals only.
+  void put_fixed_block(std::string_view bytes, bool final) {
+    put(final ? 1 : 0, 1);
+    put(1, 2);  // fixed Huffman codes
+    for (unsigned char byte : bytes) {
+      if (byte < 144) {
+        put_code(0x30 + byte, 8);
+      } else {
+        put_code(0x190 + (byte - 144), 9);
+      }
+    }
+    put_code(0, 7);  // end-of-block (256)
+  }
+  void pad_to_byte() {
+    if (used_ != 0) put(0, 8 - used_);
+  }
   std::string take() { return std::move(out_); }
 
  private:
@@ -177,6 +206,43 @@ std::string make_gzip_bomb() {
   crc = crc32_combine(crc, crc32_of_repeated(' ', spaces), spaces);
   out.put(crc32_update(crc, tail), 32);
   out.put(static_cast<std::uint32_t>(head.size() + spaces + tail.size()), 32);
+  return out.take();
+}
+
+// Content-Encoding: gzip, with fixed Huffman codes.
+std::string gzip_encode(std::string_view data) {
+  deflate_writer out;
+  for (int byte : {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}) out.put(byte, 8);
+  out.put_fixed_block(data, true);
+  out.pad_to_byte();
+  out.put(crc32_update(0, data), 32);
+  out.put(static_cast<std::uint32_t>(data.size()), 32);
+  return out.take();
+}
+
+// Content-Encoding: deflate as RFC 9110 means it (a zlib stream), with
+// stored blocks.
+std::string zlib_encode(std::string_view data) {
+  std::uint32_t a = 1, b = 0;  // Adler-32
+  for (unsigned char byte : data) {
+    a = (a + byte) % 65521;
+    b = (b + a) % 65521;
+  }
+  const std::uint32_t adler = (b << 16) | a;
+  deflate_writer out;
+  out.put(0x78, 8);
+  out.put(0x01, 8);
+  out.put_stored_blocks(data, true);
+  for (int shift : {24, 16, 8, 0}) out.put((adler >> shift) & 0xff, 8);  // big-endian
+  return out.take();
+}
+
+// Content-Encoding: deflate as some servers send it: raw, without zlib's
+// wrapper.
+std::string raw_deflate_encode(std::string_view data) {
+  deflate_writer out;
+  out.put_fixed_block(data, true);
+  out.pad_to_byte();
   return out.take();
 }
 
@@ -232,18 +298,53 @@ std::optional<std::uint64_t> parse_number(std::string_view text) {
   return value;
 }
 
-std::optional<std::uint64_t> query_number(std::string_view target, std::string_view key) {
+// The raw (not percent-decoded) value of `key` in the query.
+std::optional<std::string_view> query_value(std::string_view target, std::string_view key) {
   const auto question = target.find('?');
   if (question == std::string_view::npos) return std::nullopt;
   for (std::string_view query = target.substr(question + 1); !query.empty();) {
     const auto amp = query.find('&');
     const std::string_view pair = query.substr(0, amp);
     if (pair.size() > key.size() && pair.starts_with(key) && pair[key.size()] == '=') {
-      return parse_number(pair.substr(key.size() + 1));
+      return pair.substr(key.size() + 1);
     }
     query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
   }
   return std::nullopt;
+}
+
+std::optional<std::uint64_t> query_number(std::string_view target, std::string_view key) {
+  const auto value = query_value(target, key);
+  if (!value) return std::nullopt;
+  return parse_number(*value);
+}
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      constexpr char hex[] = "0123456789abcdef";
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// The request's headers as a JSON object of strings, names as sent.
+std::string headers_document(const http::request<http::string_body>& req) {
+  std::string out = "{";
+  for (const auto& field : req) {
+    if (out.size() > 1) out += ',';
+    out += json_string(field.name_string()) + ":" + json_string(field.value());
+  }
+  return out + "}";
 }
 
 using request = http::request<http::string_body>;
@@ -260,7 +361,9 @@ class session {
       request req;
       co_await http::async_read(stream_, buffer, req, use_awaitable);
       const std::uint64_t seen = state_.requests++;
-      if (!co_await respond(req, seen)) co_return;
+      ++served_;
+      bool keep_going = co_await respond(req, seen);
+      if (!keep_going) co_return;
       if (!req.keep_alive()) co_return co_await shut_down();
     }
   }
@@ -277,6 +380,40 @@ class session {
     if (path == "/_count")
       co_return co_await send(req, 200, R"({"requests":)" + to_string(seen) + "}");
     if (path == "/stats") co_return co_await send(req, 200, stats_document(seen));
+    if (path == "/headers") co_return co_await send(req, 200, headers_document(req));
+    if (path == "/requests-on-this-connection")
+      co_return co_await send(req, 200, R"({"requests":)" + to_string(served_) + "}");
+    if (path == "/then-close") {
+      // Allows keep-alive, then closes as if its idle timeout had passed.
+      co_await send(req, 200, R"({"then":"close"})");
+      boost::system::error_code ignored;
+      beast::get_lowest_layer(stream_).close(ignored);
+      co_return false;
+    }
+    if (path.starts_with("/gzip/") || path.starts_with("/deflate/") ||
+        path.starts_with("/raw-deflate/")) {
+      const auto slash = path.find('/', 1);
+      const std::string_view coding = path.substr(1, slash - 1);
+      auto content = read_file(path.substr(slash + 1));
+      if (!content) co_return co_await send(req, 404, R"({"error":"no such file"})");
+      std::string body;
+      if (coding == "gzip") {
+        body = gzip_encode(*content);
+      } else if (coding == "deflate") {
+        body = zlib_encode(*content);
+      } else {
+        body = raw_deflate_encode(*content);
+      }
+      response res = make_response(req, 200, std::move(body));
+      res.set(http::field::content_encoding, "deflate");
+      if (coding == "gzip") res.set(http::field::content_encoding, "gzip");
+      co_return co_await send(std::move(res));
+    }
+    if (path == "/unknown-encoding") {
+      response res = make_response(req, 200, R"({"a":1})");
+      res.set(http::field::content_encoding, "br");
+      co_return co_await send(std::move(res));
+    }
     if (path == "/generated") {
       const auto leaves = query_number(target, "leaves");
       if (!leaves || *leaves > 10'000'000) co_return co_await bad_request(req);
@@ -300,6 +437,16 @@ class session {
       co_return co_await redirect(req, std::move(location));
     }
     if (path == "/redirect-loop") co_return co_await redirect(req, "/redirect-loop");
+    if (path == "/redirect-to") {  // ?location=URL, taken as is
+      const auto location = query_value(target, "location");
+      if (!location) co_return co_await bad_request(req);
+      co_return co_await redirect(req, std::string(*location));
+    }
+    if (path.starts_with("/redirect-with/")) {  // that status, to /stats
+      const auto code = parse_number(path.substr(15));
+      if (!code || *code < 300 || *code > 399) co_return co_await bad_request(req);
+      co_return co_await redirect(req, "/stats", static_cast<unsigned>(*code));
+    }
     if (path == "/garbage") co_return co_await send(req, 200, "<html>this is not JSON</html>");
     if (path == "/gzip-bomb") {
       response res = make_response(req, 200, state_.gzip_bomb);
@@ -363,16 +510,23 @@ class session {
     co_return co_await send(req, 404, R"({"error":"no such route"})");
   }
 
-  awaitable<bool> send_file(const request& req, std::string_view name) {
+  // A file directly under the root (no subdirectories, no way out of it).
+  std::optional<std::string> read_file(std::string_view name) const {
     if (name.empty() || name.find('/') != name.npos || name.find("..") != name.npos) {
-      co_return co_await bad_request(req);
+      return std::nullopt;
     }
     const std::filesystem::path file = state_.root / name;
     std::error_code error;
     std::ifstream in;
     if (std::filesystem::is_regular_file(file, error)) in.open(file, std::ios::binary);
-    if (!in.is_open()) co_return co_await send(req, 404, R"({"error":"no such file"})");
-    co_return co_await send(req, 200, std::string(std::istreambuf_iterator<char>(in), {}));
+    if (!in.is_open()) return std::nullopt;
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  awaitable<bool> send_file(const request& req, std::string_view name) {
+    auto content = read_file(name);
+    if (!content) co_return co_await send(req, 404, R"({"error":"no such file"})");
+    co_return co_await send(req, 200, std::move(*content));
   }
 
   static response make_response(const request& req, unsigned status, std::string body) {
@@ -397,8 +551,8 @@ class session {
   awaitable<bool> bad_request(const request& req) {
     return send(req, 400, R"({"error":"bad request"})");
   }
-  awaitable<bool> redirect(const request& req, std::string location) {
-    response res = make_response(req, 302, "");
+  awaitable<bool> redirect(const request& req, std::string location, unsigned status = 302) {
+    response res = make_response(req, status, "");
     res.set(http::field::location, location);
     return send(std::move(res));
   }
@@ -445,6 +599,7 @@ class session {
 
   Stream& stream_;
   server_state& state_;
+  std::uint64_t served_ = 0;  // requests on this connection
 };
 
 awaitable<void> serve(tcp::socket socket, ssl::context* tls, server_state& state) {
@@ -484,6 +639,7 @@ struct options {
   asio::ip::address listen = asio::ip::make_address_v4("127.0.0.1");
   unsigned short port = 0;
   std::string cert, key;
+  std::string client_ca;  // non-empty: clients must present a certificate it signed
   std::filesystem::path root = ".";
 };
 
@@ -506,6 +662,8 @@ options parse_options(int argc, char** argv) {
     } else if (arg == "--tls") {
       opts.cert = value();
       opts.key = value();
+    } else if (arg == "--client-ca") {
+      opts.client_ca = value();
     } else if (arg == "--root") {
       opts.root = value();
     } else {
@@ -523,7 +681,8 @@ int main(int argc, char** argv) {
     opts = parse_options(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "gatherstats-test-server: " << e.what() << "\nusage: gatherstats-test-server"
-              << " [--listen ADDR] [--port N] [--tls CERT_PEM KEY_PEM] [--root DIR]\n";
+              << " [--listen ADDR] [--port N] [--tls CERT_PEM KEY_PEM] [--client-ca CA_PEM]"
+                 " [--root DIR]\n";
     return 2;
   }
   std::signal(SIGPIPE, SIG_IGN);
@@ -538,6 +697,12 @@ int main(int argc, char** argv) {
                        ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
       tls->use_certificate_chain_file(opts.cert);
       tls->use_private_key_file(opts.key, ssl::context::pem);
+      if (!opts.client_ca.empty()) {
+        tls->load_verify_file(opts.client_ca);
+        tls->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+      }
+    } else if (!opts.client_ca.empty()) {
+      throw std::invalid_argument("--client-ca needs --tls");
     }
 
     asio::io_context ctx;

@@ -1,8 +1,10 @@
-// The GET exchange as one coroutine with one deadline: every phase either
-// finishes before `until` or the exchange fails as transient.
+// The GET exchange as one coroutine with one deadline: every phase, on every
+// hop of a redirect chain, either finishes before `until` or the exchange
+// fails as transient.
 #include "gatherstats/http/client.hpp"
 
 #include "gatherstats/version.hpp"
+#include "inflate.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -17,7 +19,10 @@
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
 
+#include <array>
 #include <filesystem>
+#include <limits>
+#include <optional>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -30,6 +35,10 @@ namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_header_bytes = 64 * 1024;
+// The body of a redirect is read (so that the connection can be reused) but
+// not kept; more than this and the connection is dropped instead.
+constexpr std::size_t max_redirect_body_bytes = 64 * 1024;
+constexpr std::size_t read_chunk_bytes = 16 * 1024;
 
 bool is_timeout(const boost::system::error_code& ec) {
   return ec == beast::error::timeout || ec == asio::error::timed_out;
@@ -58,6 +67,7 @@ struct target {
   std::string port;         // service for the resolver
   std::string host_header;  // as sent in Host:
   std::string path;         // path and query
+  std::string origin() const { return (tls ? "https://" : "http://") + host + ":" + port; }
 };
 
 outcome<target> parse_target(std::string_view text, const std::string& shown) {
@@ -82,91 +92,185 @@ outcome<target> parse_target(std::string_view text, const std::string& shown) {
   return t;
 }
 
-// Writes the request and reads the whole response under the body limit.
-template <class Stream>
-asio::awaitable<outcome<response>> async_exchange(Stream& stream, const target& t,
-                                                  std::size_t max_body_bytes,
-                                                  const std::string& shown) {
-  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, t.path, 11};
-  req.set(bhttp::field::host, t.host_header);
-  req.set(bhttp::field::user_agent, std::string("gatherstats/") + version);
-  req.set(bhttp::field::accept, "application/json");
-  req.set(bhttp::field::connection, "close");
-  auto [write_ec, written] = co_await bhttp::async_write(stream, req, use_nothrow);
-  if (write_ec)
-    co_return failure::transient(network_error(shown, write_ec, "timed out sending the request",
-                                               "sending the request failed"));
+bool is_redirect(unsigned status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
 
+failure status_failure(const std::string& shown, unsigned status, std::string_view reason) {
+  std::string message = shown + ": HTTP " + std::to_string(status);
+  if (!reason.empty()) message += " " + std::string(reason);
+  failure f{failure_kind::permanent, std::move(message), status};
+  if (status == 429 || status >= 500) f.kind = failure_kind::transient;
+  return f;
+}
+
+enum class coding { identity, compressed };
+
+// The Content-Encoding values we can read; anything else is a permanent error
+// (we only ever offer gzip and deflate).
+outcome<coding> parse_coding(std::string_view value, const std::string& shown) {
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (value.empty() || beast::iequals(value, "identity")) return coding::identity;
+  if (beast::iequals(value, "gzip") || beast::iequals(value, "x-gzip") ||
+      beast::iequals(value, "deflate"))
+    return coding::compressed;
+  return failure::permanent(shown + ": unsupported Content-Encoding \"" + std::string(value) +
+                            "\" (only gzip and deflate are accepted)");
+}
+
+// One connection, plain or TLS, with the read buffer that belongs to it.
+// Heap-allocated: the TLS verify callback points into it.
+struct connection {
+  std::string origin;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;
-  bhttp::response_parser<bhttp::string_body> parser;
-  parser.header_limit(max_header_bytes);
-  parser.body_limit(max_body_bytes);
-  auto [read_ec, read] = co_await bhttp::async_read(stream, buffer, parser, use_nothrow);
-  if (read_ec == bhttp::error::body_limit)
-    co_return failure::permanent(shown + ": the body is larger than the limit of " +
-                                 std::to_string(max_body_bytes) + " bytes");
-  if (read_ec == bhttp::error::header_limit)
-    co_return failure::permanent(shown + ": the response headers are larger than " +
-                                 std::to_string(max_header_bytes) + " bytes");
-  if (is_timeout(read_ec))
-    co_return failure::transient(shown + ": timed out reading the response (" +
-                                 std::to_string(read) + " bytes received)");
-  if (read_ec)
-    co_return failure::transient(shown + ": reading the response failed after " +
-                                 std::to_string(read) + " bytes: " + read_ec.message());
-  response out;
-  out.received_at = now_utc();
-  out.status = parser.get().result_int();
-  if (out.status < 200 || out.status > 299) {
-    std::string message = shown + ": HTTP " + std::to_string(out.status);
-    if (auto reason = parser.get().reason(); !reason.empty()) message += " " + std::string(reason);
-    bool transient = out.status == 429 || out.status >= 500;
-    failure f{failure_kind::permanent, std::move(message), out.status};
-    if (transient) f.kind = failure_kind::transient;
-    co_return f;
+  std::string verify_problem;
+
+  beast::tcp_stream& lowest() {
+    if (secure) return beast::get_lowest_layer(*secure);
+    return *plain;
   }
-  out.body = std::move(parser.get().body());
+};
+
+// What one request/response on one connection gave.
+struct exchange {
+  std::optional<failure> error;
+  // The write, or the read before any byte arrived, failed: on a reused
+  // connection this means the server closed it while it was idle.
+  bool nothing_received = false;
+  bool keep_alive = false;  // the connection may serve another request
+  unsigned status = 0;
+  std::string location;  // of a redirect
+  std::string body;
+};
+
+exchange failed(failure f) {
+  exchange e;
+  e.error = std::move(f);
+  return e;
+}
+
+// Writes the request and reads the response; the body of a 2xx is inflated
+// as needed and kept under the limit, the body of a redirect is skipped.
+template <class Stream>
+asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buffer,
+                                         const bhttp::request<bhttp::empty_body>& req,
+                                         std::size_t max_body_bytes, const std::string& shown) {
+  auto [write_ec, written] = co_await bhttp::async_write(stream, req, use_nothrow);
+  if (write_ec) {
+    exchange e = failed(failure::transient(network_error(
+        shown, write_ec, "timed out sending the request", "sending the request failed")));
+    e.nothing_received = !is_timeout(write_ec);
+    co_return e;
+  }
+
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  parser.header_limit(max_header_bytes);
+  // The limit is on the decompressed body and counted below.
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  auto [header_ec, header_bytes] =
+      co_await bhttp::async_read_header(stream, buffer, parser, use_nothrow);
+  if (header_ec == bhttp::error::header_limit)
+    co_return failed(failure::permanent(shown + ": the response headers are larger than " +
+                                        std::to_string(max_header_bytes) + " bytes"));
+  if (is_timeout(header_ec))
+    co_return failed(failure::transient(shown + ": timed out waiting for the response"));
+  if (header_ec) {
+    exchange e =
+        failed(failure::transient(shown + ": reading the response failed: " + header_ec.message()));
+    e.nothing_received = header_bytes == 0 && buffer.size() == 0;
+    co_return e;
+  }
+
+  exchange out;
+  const auto& head = parser.get();
+  out.status = head.result_int();
+  out.keep_alive = head.keep_alive();
+  std::size_t limit = max_body_bytes;
+  bool keep = true;
+  if (is_redirect(out.status) && head.count(bhttp::field::location) > 0) {
+    out.location = std::string(head[bhttp::field::location]);
+    limit = max_redirect_body_bytes;
+    keep = false;
+  } else if (out.status < 200 || out.status > 299) {
+    // The body is not read: the connection is not reused.
+    out.keep_alive = false;
+    out.error = status_failure(shown, out.status, head.reason());
+    co_return out;
+  }
+
+  std::optional<inflater> inflating;
+  if (keep) {
+    auto coded = parse_coding(head[bhttp::field::content_encoding], shown);
+    if (!coded) {
+      out.keep_alive = false;
+      out.error = coded.error();
+      co_return out;
+    }
+    if (*coded == coding::compressed) inflating.emplace(limit);
+  }
+
+  std::array<char, read_chunk_bytes> chunk;
+  std::size_t raw_bytes = 0;
+  while (!parser.is_done()) {
+    parser.get().body().data = chunk.data();
+    parser.get().body().size = chunk.size();
+    auto [read_ec, read] = co_await bhttp::async_read(stream, buffer, parser, use_nothrow);
+    if (read_ec == bhttp::error::need_buffer) read_ec = {};
+    const std::size_t got = chunk.size() - parser.get().body().size;
+    raw_bytes += got;
+    if (read_ec) {
+      out.keep_alive = false;
+      if (is_timeout(read_ec)) {
+        out.error = failure::transient(shown + ": timed out reading the response (" +
+                                       std::to_string(raw_bytes) + " body bytes received)");
+      } else {
+        out.error =
+            failure::transient(shown + ": reading the response failed after " +
+                               std::to_string(raw_bytes) + " body bytes: " + read_ec.message());
+      }
+      co_return out;
+    }
+    const std::string_view data(chunk.data(), got);
+    if (inflating) {
+      if (inflating->feed(data, out.body) != inflater::status::ok) {
+        out.keep_alive = false;
+        out.error = failure::permanent(shown + ": " + inflating->error());
+        co_return out;
+      }
+    } else if (raw_bytes > limit) {
+      out.keep_alive = false;
+      if (!keep) co_return out;  // a redirect with a big body: just drop the connection
+      out.error = failure::permanent(shown + ": the body is larger than the limit of " +
+                                     std::to_string(limit) + " bytes");
+      co_return out;
+    } else if (keep) {
+      out.body.append(data);
+    }
+  }
+  if (inflating && inflating->finish() != inflater::status::ok) {
+    out.error = failure::permanent(shown + ": " + inflating->error());
+    co_return out;
+  }
   co_return out;
 }
 
-}  // namespace
-
-struct client::impl {
+// What a client keeps between requests.
+struct client_state {
   asio::ssl::context tls{asio::ssl::context::tls_client};
+  bool verify = true;
+  // The connection kept after the last request, if the server allowed it.
+  std::unique_ptr<connection> idle;
 };
 
-outcome<client> client::create(const tls_settings& settings) {
-  auto p = std::make_shared<impl>();
-  boost::system::error_code ec;
-  p->tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                         asio::ssl::context::no_tlsv1_1,
-                     ec);
-  if (settings.ca_file.empty()) {
-    p->tls.set_default_verify_paths(ec);
-    if (ec) return failure::permanent("cannot load the system trust store: " + ec.message());
-  } else {
-    std::error_code fs_ec;
-    if (!std::filesystem::is_regular_file(settings.ca_file, fs_ec))
-      return failure::permanent("CA file \"" + settings.ca_file +
-                                "\" does not exist or is not a file");
-    p->tls.load_verify_file(settings.ca_file, ec);
-    if (ec)
-      return failure::permanent("cannot load CA file \"" + settings.ca_file +
-                                "\": " + ec.message());
-  }
-  p->tls.set_verify_mode(asio::ssl::verify_peer);
-  return client(std::move(p));
-}
-
-asio::awaitable<outcome<response>> client::async_get(std::string url, std::size_t max_body_bytes,
-                                                     deadline until) {
-  const std::string shown = redact_url(url);
-  auto parsed = parse_target(url, shown);
-  if (!parsed) co_return parsed.error();
-  const target& t = *parsed;
+// Resolve, connect and (for https) the TLS handshake.
+asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& self,
+                                                                 const target& t,
+                                                                 const std::string& shown,
+                                                                 deadline until) {
   auto ex = co_await asio::this_coro::executor;
-
   asio::ip::tcp::resolver resolver(ex);
   asio::steady_timer timer(ex, until);
   auto resolved = co_await (resolver.async_resolve(t.host, t.port, use_nothrow) ||
@@ -178,53 +282,225 @@ asio::awaitable<outcome<response>> client::async_get(std::string url, std::size_
     co_return failure::transient(shown + ": cannot resolve \"" + t.host +
                                  "\": " + resolve_ec.message());
 
+  auto conn = std::make_unique<connection>();
+  conn->origin = t.origin();
   beast::tcp_stream tcp(ex);
   tcp.expires_at(until);
   auto [connect_ec, peer] = co_await tcp.async_connect(endpoints, use_nothrow);
   if (connect_ec)
     co_return failure::transient(
         network_error(shown, connect_ec, "timed out connecting", "cannot connect"));
-
   if (!t.tls) {
-    auto out = co_await async_exchange(tcp, t, max_body_bytes, shown);
-    boost::system::error_code ignored;
-    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    co_return out;
+    conn->plain.emplace(std::move(tcp));
+    co_return conn;
   }
 
-  std::string verify_problem;
-  beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), impl_->tls);
+  auto& stream = conn->secure.emplace(std::move(tcp), self.tls);
   // SNI is for names only (RFC 6066); certificates for IP literals are
   // checked against their IP address entries.
   if (!t.ip_literal && !SSL_set_tlsext_host_name(stream.native_handle(), t.host.c_str()))
     co_return failure::permanent(shown + ": cannot set the TLS server name");
-  stream.set_verify_callback(
-      [&verify_problem, host = t.host](bool preverified, asio::ssl::verify_context& ctx) {
-        if (!preverified) {
-          int err = X509_STORE_CTX_get_error(ctx.native_handle());
-          verify_problem = X509_verify_cert_error_string(err);
-          return false;
-        }
-        bool matches = asio::ssl::host_name_verification(host)(preverified, ctx);
-        if (!matches) verify_problem = "the certificate does not match \"" + host + "\"";
-        return matches;
-      });
+  if (self.verify) {
+    stream.set_verify_callback([problem = &conn->verify_problem, host = t.host](
+                                   bool preverified, asio::ssl::verify_context& ctx) {
+      if (!preverified) {
+        int err = X509_STORE_CTX_get_error(ctx.native_handle());
+        *problem = X509_verify_cert_error_string(err);
+        return false;
+      }
+      bool matches = asio::ssl::host_name_verification(host)(preverified, ctx);
+      if (!matches) *problem = "the certificate does not match \"" + host + "\"";
+      return matches;
+    });
+  }
   auto [handshake_ec] =
       co_await stream.async_handshake(asio::ssl::stream_base::client, use_nothrow);
   if (handshake_ec) {
     if (is_timeout(handshake_ec))
       co_return failure::transient(shown + ": timed out in the TLS handshake");
-    co_return failure::permanent(
-        shown + ": TLS handshake failed: " +
-        (verify_problem.empty() ? handshake_ec.message() : verify_problem));
+    std::string reason = conn->verify_problem;
+    if (reason.empty()) reason = handshake_ec.message();
+    co_return failure::permanent(shown + ": TLS handshake failed: " + reason);
   }
-  auto out = co_await async_exchange(stream, t, max_body_bytes, shown);
-  // A polite close_notify, but never past the deadline and never an error:
-  // the body is already complete.
-  beast::get_lowest_layer(stream).expires_at(
+  co_return conn;
+}
+
+// A polite close_notify for a TLS connection we will not reuse, but never
+// past the deadline and never an error: the body is already complete.
+asio::awaitable<void> async_close(std::unique_ptr<connection> conn, deadline until) {
+  if (!conn || !conn->secure) co_return;
+  conn->lowest().expires_at(
       std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(1)));
-  co_await stream.async_shutdown(use_nothrow);
-  co_return out;
+  co_await conn->secure->async_shutdown(use_nothrow);
+}
+
+// One request to one URL: on the idle connection if it is to the same
+// origin, else (or if that one turns out dead) on a fresh one.
+asio::awaitable<exchange> async_attempt(client_state& self, const target& t,
+                                        const bhttp::request<bhttp::empty_body>& req,
+                                        std::size_t max_body_bytes, const std::string& shown,
+                                        deadline until) {
+  std::unique_ptr<connection> conn;
+  bool reused = false;
+  if (self.idle && self.idle->origin == t.origin()) {
+    conn = std::move(self.idle);
+    reused = true;
+  }
+  self.idle.reset();
+  for (;;) {
+    if (!conn) {
+      auto opened = co_await async_open(self, t, shown, until);
+      if (!opened) co_return failed(opened.error());
+      conn = std::move(*opened);
+    }
+    // Re-armed for every request: a reused connection still carries the
+    // expiry of the previous one.
+    conn->lowest().expires_at(until);
+    exchange result;
+    if (conn->secure) {
+      result = co_await async_exchange(*conn->secure, conn->buffer, req, max_body_bytes, shown);
+    } else {
+      result = co_await async_exchange(*conn->plain, conn->buffer, req, max_body_bytes, shown);
+    }
+    if (result.error && result.nothing_received && reused) {
+      // Closed by the server while it was idle: once more, on a fresh one.
+      conn.reset();
+      reused = false;
+      continue;
+    }
+    if (result.keep_alive && !result.error) {
+      self.idle = std::move(conn);
+    } else if (!result.error) {
+      co_await async_close(std::move(conn), until);
+    }
+    co_return result;
+  }
+}
+
+}  // namespace
+
+struct client::impl {
+  client_state state;
+};
+
+outcome<client> client::create(const tls_settings& settings) {
+  auto p = std::make_shared<impl>();
+  auto& tls = p->state.tls;
+  boost::system::error_code ec;
+  tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1,
+                  ec);
+  const auto require_file = [](const std::string& what, const std::string& path) {
+    std::error_code fs_ec;
+    if (std::filesystem::is_regular_file(path, fs_ec)) return std::optional<failure>();
+    return std::optional<failure>(
+        failure::permanent(what + " \"" + path + "\" does not exist or is not a file"));
+  };
+  if (settings.insecure_skip_verify) {
+    p->state.verify = false;
+    tls.set_verify_mode(asio::ssl::verify_none);
+  } else {
+    if (settings.ca_file.empty()) {
+      tls.set_default_verify_paths(ec);
+      if (ec) return failure::permanent("cannot load the system trust store: " + ec.message());
+    } else {
+      if (auto missing = require_file("CA file", settings.ca_file)) return *missing;
+      tls.load_verify_file(settings.ca_file, ec);
+      if (ec)
+        return failure::permanent("cannot load CA file \"" + settings.ca_file +
+                                  "\": " + ec.message());
+    }
+    tls.set_verify_mode(asio::ssl::verify_peer);
+  }
+  if (settings.cert_file.empty() != settings.key_file.empty())
+    return failure::permanent("a client certificate needs both a certificate and a key file");
+  if (!settings.cert_file.empty()) {
+    if (auto missing = require_file("client certificate file", settings.cert_file)) return *missing;
+    if (auto missing = require_file("client key file", settings.key_file)) return *missing;
+    tls.use_certificate_chain_file(settings.cert_file, ec);
+    if (ec)
+      return failure::permanent("cannot load client certificate file \"" + settings.cert_file +
+                                "\": " + ec.message());
+    tls.use_private_key_file(settings.key_file, asio::ssl::context::pem, ec);
+    if (ec)
+      return failure::permanent("cannot load client key file \"" + settings.key_file +
+                                "\": " + ec.message());
+    if (SSL_CTX_check_private_key(tls.native_handle()) != 1)
+      return failure::permanent("the client key \"" + settings.key_file +
+                                "\" does not belong to the certificate \"" + settings.cert_file +
+                                "\"");
+  }
+  return client(std::move(p));
+}
+
+asio::awaitable<outcome<response>> client::async_get(std::string url, std::size_t max_body_bytes,
+                                                     deadline until) {
+  request req;
+  req.url = std::move(url);
+  req.max_body_bytes = max_body_bytes;
+  co_return co_await async_get(std::move(req), until);
+}
+
+asio::awaitable<outcome<response>> client::async_get(request req, deadline until) {
+  // The state outlives this coroutine even if the client object is moved.
+  const std::shared_ptr<impl> self = impl_;
+  const std::string first_shown = redact_url(req.url);
+  std::string url = std::move(req.url);
+  std::string authorization = std::move(req.authorization);
+  for (unsigned redirects = 0;; ++redirects) {
+    const std::string shown = redact_url(url);
+    auto parsed = parse_target(url, shown);
+    if (!parsed) co_return parsed.error();
+    const target& t = *parsed;
+
+    bhttp::request<bhttp::empty_body> http_req{bhttp::verb::get, t.path, 11};
+    http_req.set(bhttp::field::host, t.host_header);
+    http_req.set(bhttp::field::user_agent, std::string("gatherstats/") + version);
+    http_req.set(bhttp::field::accept, "application/json");
+    http_req.set(bhttp::field::accept_encoding, "gzip, deflate");
+    for (const auto& [name, value] : req.headers) http_req.set(name, value);
+    if (!authorization.empty()) http_req.set(bhttp::field::authorization, authorization);
+
+    exchange result =
+        co_await async_attempt(self->state, t, http_req, req.max_body_bytes, shown, until);
+    if (result.error) co_return *result.error;
+    if (!result.location.empty()) {
+      if (redirects >= req.max_redirects)
+        co_return failure::permanent(first_shown + ": too many redirects (more than " +
+                                     std::to_string(req.max_redirects) + "), the last from " +
+                                     shown);
+      auto base = urls::parse_uri(url);
+      auto reference = urls::parse_uri_reference(result.location);
+      if (!base || !reference)
+        co_return failure::permanent(shown + ": HTTP " + std::to_string(result.status) +
+                                     " redirects to an invalid URL");
+      urls::url next;
+      auto resolved = urls::resolve(*base, *reference, next);
+      if (!resolved)
+        co_return failure::permanent(shown + ": HTTP " + std::to_string(result.status) +
+                                     " redirects to an unusable URL");
+      next.normalize_scheme();
+      const std::string next_url(next.buffer());
+      const std::string next_shown = redact_url(next_url);
+      if (t.tls && next.scheme_id() != urls::scheme::https)
+        co_return failure::permanent(shown + ": refusing to follow a redirect from https to " +
+                                     next_shown);
+      auto next_target = parse_target(next_url, next_shown);
+      if (!next_target) co_return next_target.error();
+      // The credentials were given for this origin: a redirect elsewhere
+      // (another host, port or scheme) must not carry them along.
+      if (next_target->origin() != t.origin()) authorization.clear();
+      url = next_url;
+      continue;
+    }
+    response out;
+    out.status = result.status;
+    out.body = std::move(result.body);
+    out.received_at = now_utc();
+    out.final_url = std::move(url);
+    co_return out;
+  }
 }
 
 std::string redact_url(std::string_view text) {

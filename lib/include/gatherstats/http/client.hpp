@@ -2,16 +2,29 @@
 //
 // One request reads top to bottom: resolve (Asio's asynchronous resolver),
 // connect, TLS handshake (SNI, peer and host name verified against the
-// system trust store or a given CA file), write, read the whole body under a
-// size limit, shut down. One deadline, computed by the caller, bounds the
-// whole exchange.
+// system trust store or a given CA file, optionally with a client
+// certificate), write, read the whole body under a size limit. Responses
+// compressed with gzip or deflate are inflated as they arrive, and the limit
+// applies to the decompressed body. Up to `max_redirects` redirects are
+// followed. One deadline, computed by the caller, bounds the whole exchange,
+// redirects included.
+//
+// Keep-alive: a client keeps at most one idle connection, to the origin
+// (scheme, host, port) of its last request, and reuses it for the next
+// request to that origin when the server allowed it. A reused connection
+// that turns out to have been closed while idle is replaced once by a fresh
+// one, within the same deadline.
 //
 // Errors: a status other than 2xx, a body over the limit, a refused or timed
 // out connection or a TLS failure is a `failure` whose message names the URL
-// (without any user:password part); timeouts, refused connections, 429 and
-// 5xx are transient, the rest permanent.
+// (without any user:password part) and never the Authorization value;
+// timeouts, connection errors, 429 and 5xx are transient, the rest
+// permanent. `failure.http_status` holds the status of a non-2xx response.
 //
-// Threading: a client may be shared by coroutines on one executor.
+// Threading: a client belongs to one endpoint on one executor and serves
+// one request at a time (the idle connection is not guarded by a lock): do
+// not start a second async_get before the first has finished. Cancellation
+// is by the deadline only.
 #pragma once
 
 #include "gatherstats/error.hpp"
@@ -23,26 +36,50 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace gatherstats::http {
 
 using deadline = std::chrono::steady_clock::time_point;
 
 struct tls_settings {
-  std::string ca_file;  // empty: the system trust store
+  std::string ca_file;    // empty: the system trust store
+  std::string cert_file;  // client certificate chain (PEM); empty: none
+  std::string key_file;   // its private key (PEM); required with cert_file
+  // No verification of the server at all (neither chain nor name). The
+  // caller is expected to log a warning when it sets this.
+  bool insecure_skip_verify = false;
+};
+
+inline constexpr std::size_t default_max_body_bytes = 16 * 1024 * 1024;
+
+struct request {
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;  // sent as given
+  // The full Authorization header value ("Bearer ...", "Basic ..."); empty:
+  // none. A secret: it never appears in any message.
+  std::string authorization;
+  std::size_t max_body_bytes = default_max_body_bytes;  // after decompression
+  unsigned max_redirects = 5;
 };
 
 struct response {
   unsigned status = 0;
-  std::string body;
+  std::string body;       // decompressed
   timestamp received_at;  // when the last byte of the body arrived
+  std::string final_url;  // after redirects, as fetched (pass it through
+                          // redact_url before showing it)
 };
 
 class client {
  public:
-  // Fails when the CA file cannot be loaded.
+  // Fails when the CA file or the client certificate or key cannot be loaded
+  // (reads files: call it at start-up, not on a busy event loop).
   static outcome<client> create(const tls_settings& tls);
 
+  boost::asio::awaitable<outcome<response>> async_get(request req, deadline until);
+  // A plain GET of `url` with the default headers.
   boost::asio::awaitable<outcome<response>> async_get(std::string url, std::size_t max_body_bytes,
                                                       deadline until);
 
