@@ -118,7 +118,9 @@ asio::awaitable<outcome<std::size_t>> async_fetch(fetch_options o, asio::any_io_
   record.endpoint = std::move(endpoint);
   std::string body;
   if (!source->url.empty()) {
-    auto client = http::client::create({o.ca_file.value_or("")});
+    http::tls_settings tls;
+    tls.ca_file = o.ca_file.value_or("");
+    auto client = http::client::create(tls);
     if (!client) co_return client.error();
     auto response = co_await client->async_get(source->url, rules.max_body_bytes, until);
     if (!response) co_return response.error();

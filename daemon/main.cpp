@@ -2,6 +2,7 @@
 // and in commands.cpp; this file only dispatches.
 #include "command_line.hpp"
 #include "commands.hpp"
+#include "run.hpp"
 
 #include "gatherstats/version.hpp"
 
@@ -31,9 +32,7 @@ int main(int argc, char** argv) {
           } else if constexpr (std::is_same_v<T, migrate_options>) {
             return run_migrate(cmd);
           } else {
-            std::cerr << "gatherstatsd: error: running as a daemon is not built yet; "
-                         "use `gatherstatsd fetch` (see gatherstatsd --help)\n";
-            return 2;
+            return run_daemon(cmd);
           }
         },
         *parsed.parsed);

@@ -106,8 +106,13 @@ run_result run(const std::vector<std::string>& argv, std::chrono::milliseconds t
   return r;
 }
 
-child::child(const std::vector<std::string>& argv) {
+child::child(const std::vector<std::string>& argv, const std::string& stderr_file) {
   auto args = prepare(argv, {});
+  int err_fd = -1;
+  if (!stderr_file.empty()) {
+    err_fd = ::open(stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (err_fd < 0) throw std::runtime_error("cannot open " + stderr_file);
+  }
   int in[2], out[2];
   make_pipe(in);
   make_pipe(out);
@@ -116,11 +121,13 @@ child::child(const std::vector<std::string>& argv) {
   if (pid_ == 0) {
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
+    if (err_fd >= 0) ::dup2(err_fd, 2);
     ::execve(args.argv[0], args.argv.data(), args.envp.data());
     ::_exit(127);
   }
   ::close(in[0]);
   ::close(out[1]);
+  if (err_fd >= 0) ::close(err_fd);
   stdin_fd_ = in[1];
   stdout_fd_ = out[0];
 }
@@ -128,8 +135,26 @@ child::child(const std::vector<std::string>& argv) {
 child::~child() {
   ::close(stdin_fd_);
   ::close(stdout_fd_);
-  ::kill(pid_, SIGTERM);
-  wait_exit(pid_);
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    wait_exit(pid_);
+  }
+}
+
+std::optional<int> child::signal_and_wait(int signal, std::chrono::milliseconds timeout) {
+  ::kill(pid_, signal);
+  auto until = clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    if (done == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    if (clock::now() >= until) return std::nullopt;
+    // A child's exit has no descriptor to wait on here; poll its status.
+    ::poll(nullptr, 0, 20);
+  }
 }
 
 std::optional<std::string> child::read_line(std::chrono::milliseconds timeout) {

@@ -27,7 +27,8 @@ run_result run(const std::vector<std::string>& argv,
 // test even if it crashes.
 class child {
  public:
-  explicit child(const std::vector<std::string>& argv);
+  // `stderr_file`: where its stderr goes (empty: this process's stderr).
+  explicit child(const std::vector<std::string>& argv, const std::string& stderr_file = "");
   ~child();
   child(const child&) = delete;
   child& operator=(const child&) = delete;
@@ -35,6 +36,9 @@ class child {
   // The next line of its stdout, or nullopt at EOF or past the timeout.
   std::optional<std::string> read_line(std::chrono::milliseconds timeout);
   pid_t pid() const { return pid_; }
+  // Sends `signal`, then waits up to `timeout` for the exit; returns the exit
+  // code, or nullopt if it did not exit (it is then killed by the destructor).
+  std::optional<int> signal_and_wait(int signal, std::chrono::milliseconds timeout);
 
  private:
   pid_t pid_ = -1;

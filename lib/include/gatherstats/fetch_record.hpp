@@ -12,6 +12,7 @@ namespace gatherstats {
 using timestamp = std::chrono::sys_time<std::chrono::microseconds>;
 
 struct fetch_record {
+  std::string name;      // the configured endpoint name, for logs; not stored
   std::string endpoint;  // the value stored in the endpoint column
   timestamp fetched_at;  // the instant the whole body was received, UTC
   json::flat_rows rows;

@@ -1,7 +1,6 @@
 #include "gatherstats/io/read_file.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include "gatherstats/io/blocking.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -40,18 +39,12 @@ outcome<std::string> read_blocking(const std::string& path, std::size_t max_byte
   return data;
 }
 
-// A plain coroutine rather than a capturing lambda: GCC 12 destroys a
-// lambda coroutine's captures twice when Asio owns the lambda.
-asio::awaitable<outcome<std::string>> read_here(std::string path, std::size_t max_bytes) {
-  co_return read_blocking(path, max_bytes);
-}
-
 }  // namespace
 
 asio::awaitable<outcome<std::string>> async_read_file(asio::any_io_executor blocking,
                                                       std::string path, std::size_t max_bytes) {
-  co_return co_await asio::co_spawn(blocking, read_here(std::move(path), max_bytes),
-                                    asio::use_awaitable);
+  auto read = [path = std::move(path), max_bytes] { return read_blocking(path, max_bytes); };
+  co_return co_await async_run_blocking<outcome<std::string>>(blocking, read);
 }
 
 }  // namespace gatherstats::io

@@ -173,14 +173,16 @@ struct connection::impl {
       int flushed = PQflush(conn.get());
       if (flushed == 0) break;
       if (flushed < 0) co_return lost();
-      if (!co_await wait(wait_type::wait_write, until)) co_return timed_out();
+      bool ready = co_await wait(wait_type::wait_write, until);
+      if (!ready) co_return timed_out();
       if (!PQconsumeInput(conn.get())) co_return lost();
     }
     std::unique_ptr<pg_result, result::deleter> last;
     std::optional<failure> first_error;
     for (;;) {
       while (PQisBusy(conn.get())) {
-        if (!co_await wait(wait_type::wait_read, until)) co_return timed_out();
+        bool ready = co_await wait(wait_type::wait_read, until);
+        if (!ready) co_return timed_out();
         if (!PQconsumeInput(conn.get())) co_return lost();
       }
       PGresult* r = PQgetResult(conn.get());
@@ -295,7 +297,8 @@ asio::awaitable<outcome<connection>> connection::async_connect(std::string conni
       co_return failure::transient("could not connect to the database: " + p->libpq_error());
     if (auto attached = p->attach_socket(); !attached) co_return attached.error();
     auto what = poll == PGRES_POLLING_READING ? wait_type::wait_read : wait_type::wait_write;
-    if (!co_await p->wait(what, until)) {
+    bool ready = co_await p->wait(what, until);
+    if (!ready) {
       p->close();
       co_return failure::transient("could not connect to the database: timed out");
     }

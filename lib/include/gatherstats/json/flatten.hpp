@@ -37,6 +37,7 @@ struct flatten_options {
   std::size_t max_depth = 64;                     // nested objects/arrays
   std::size_t max_body_bytes = 16 * 1024 * 1024;  // whole document
   std::size_t max_key_chars = 512;                // characters, not bytes
+  bool operator==(const flatten_options&) const = default;
 };
 
 // The rows of one document, in document order.

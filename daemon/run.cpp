@@ -1,0 +1,113 @@
+// Signals are received on the event loop (asio::signal_set), never handled
+// in signal context; configuration files are read on the blocking pool.
+#include "run.hpp"
+
+#include "log_sink.hpp"
+
+#include "gatherstats/collector.hpp"
+#include "gatherstats/config/config.hpp"
+#include "gatherstats/io/blocking.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <csignal>
+#include <iostream>
+
+namespace asio = boost::asio;
+using namespace gatherstats;
+
+namespace gatherstatsd {
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+std::string joined(const std::vector<config::config_error>& errors) {
+  std::string all;
+  for (const auto& e : errors) {
+    if (!all.empty()) all += "; ";
+    all += e.to_string();
+  }
+  return all;
+}
+
+asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::daemon_config cfg,
+                            std::string path, asio::any_io_executor blocking,
+                            log::event_sink events) {
+  auto grace = cfg.shutdown_grace;
+  co_await c.async_apply(std::move(cfg));
+  for (;;) {
+    auto [ec, signal] = co_await signals.async_wait(use_nothrow);
+    if (ec) break;
+    if (signal != SIGHUP) break;
+    auto load = [&path] { return config::load_config_file(path); };
+    auto loaded = co_await io::async_run_blocking<config::load_result>(blocking, load);
+    if (!loaded.config) {
+      log::event e{log::event_kind::config_rejected, log::severity::error};
+      e.error = joined(loaded.errors);
+      e.detail = "the running configuration stays in force";
+      events(e);
+      continue;
+    }
+    grace = loaded.config->shutdown_grace;
+    co_await c.async_apply(std::move(*loaded.config));
+  }
+  co_await c.async_stop(std::chrono::steady_clock::now() + grace);
+}
+
+}  // namespace
+
+int run_daemon(const run_options& options) {
+  auto loaded = config::load_config_file(options.config);
+  if (!loaded.config) {
+    for (const auto& e : loaded.errors) std::cerr << e.to_string() << "\n";
+    std::cerr << "gatherstatsd: " << loaded.errors.size() << " error(s) in " << options.config
+              << "\n";
+    return 2;
+  }
+  if (options.check) {
+    std::cout << options.config << ": OK, " << loaded.config->endpoints.size() << " endpoint(s)\n";
+    return 0;
+  }
+
+  asio::io_context io;
+  asio::thread_pool blocking(1);
+  // Before anything runs, so a signal during start-up is not lost.
+  asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
+  auto events = stderr_sink(log::severity::info);
+  collector c(io.get_executor(), blocking.get_executor(), events);
+  int exit_code = 0;
+  auto finish = [&](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        std::cerr << "gatherstatsd: error: internal: " << ex.what() << "\n";
+      }
+      exit_code = 70;
+    }
+    // Connections still connecting or idle must not keep the loop alive.
+    io.stop();
+  };
+  if (options.once) {
+    asio::co_spawn(io, c.async_run_once(std::move(*loaded.config)),
+                   [&](std::exception_ptr e, bool ok) {
+                     exit_code = ok ? 0 : 1;
+                     finish(e);
+                   });
+  } else {
+    asio::co_spawn(io,
+                   serve(c, signals, std::move(*loaded.config), options.config,
+                         blocking.get_executor(), events),
+                   finish);
+  }
+  io.run();
+  blocking.join();
+  return exit_code;
+}
+
+}  // namespace gatherstatsd

@@ -1,0 +1,48 @@
+// What the collector tells the outside world: one `event` per thing an
+// operator may want to know. The daemon turns events into log lines (and,
+// under systemd, journald fields); the library never writes logs itself.
+// Events carry no secrets: URLs are redacted and tokens never appear.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+
+namespace gatherstats::log {
+
+enum class event_kind {
+  fetch_committed,  // a fetch's rows are in the database
+  fetch_failed,     // a fetch (all its attempts) failed; nothing stored
+  fetch_retrying,   // an attempt failed transiently; another follows
+  tick_skipped,     // a tick came while the endpoint's previous fetch still ran
+  commit_failed,    // a commit failed permanently; the fetch is dropped
+  database_lost,    // a pool connection failed; commits wait
+  database_back,    // a connection works again
+  config_loaded,    // the configuration in force (at start or after a reload)
+  config_rejected,  // a reload found errors; the old configuration runs on
+  warning,          // something an operator should fix (e.g. TLS checks off)
+  stopping,         // shutdown began
+};
+
+enum class severity { debug, info, notice, warning, error };
+
+struct event {
+  event(event_kind k, severity l = severity::info) : kind(k), level(l) {}
+
+  event_kind kind;
+  severity level;
+  std::string endpoint;  // endpoint name, when about one
+  std::string url;       // redacted
+  std::size_t rows = 0;
+  std::chrono::milliseconds duration{0};
+  unsigned http_status = 0;
+  std::string error;   // one line
+  std::string detail;  // free text for the message
+};
+
+using event_sink = std::function<void(const event&)>;
+
+const char* to_string(event_kind kind);
+
+}  // namespace gatherstats::log

@@ -1,0 +1,259 @@
+// Wiring of pollers -> pool. The pool is reached through the collector's
+// state, never held by a poller, so a new pool (after a reload) receives
+// what an old poller's last fetch submits.
+#include "gatherstats/collector.hpp"
+
+#include "gatherstats/pg/pool.hpp"
+#include "gatherstats/sched/endpoint_poller.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <map>
+#include <optional>
+
+namespace asio = boost::asio;
+
+namespace gatherstats {
+namespace {
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+using steady = std::chrono::steady_clock;
+}  // namespace
+
+const char* log::to_string(event_kind kind) {
+  switch (kind) {
+    case event_kind::fetch_committed:
+      return "fetch committed";
+    case event_kind::fetch_failed:
+      return "fetch failed";
+    case event_kind::fetch_retrying:
+      return "fetch retrying";
+    case event_kind::tick_skipped:
+      return "tick skipped";
+    case event_kind::commit_failed:
+      return "commit failed";
+    case event_kind::database_lost:
+      return "database lost";
+    case event_kind::database_back:
+      return "database back";
+    case event_kind::config_loaded:
+      return "configuration loaded";
+    case event_kind::config_rejected:
+      return "configuration rejected";
+    case event_kind::warning:
+      return "warning";
+    case event_kind::stopping:
+      return "stopping";
+  }
+  return "event";
+}
+
+struct collector::state {
+  asio::any_io_executor ex;
+  asio::any_io_executor blocking;
+  log::event_sink events;
+  std::optional<config::daemon_config> current;
+  std::unique_ptr<pg::pool> pool;
+  std::unique_ptr<sched::fetch_limiter> limiter;
+  std::map<std::string, std::unique_ptr<sched::endpoint_poller>> pollers;
+  std::uint64_t committed = 0;
+  std::uint64_t commit_failures = 0;
+  steady::time_point last_commit{};
+
+  state(asio::any_io_executor e, asio::any_io_executor b, log::event_sink ev)
+      : ex(e), blocking(b), events(std::move(ev)) {}
+
+  void emit(log::event e) {
+    if (events) events(e);
+  }
+
+  void committed_one(const fetch_record& record, const outcome<std::size_t>& result) {
+    if (!result) {
+      ++commit_failures;
+      return;  // the pool reported it
+    }
+    ++committed;
+    last_commit = steady::now();
+    log::event e{log::event_kind::fetch_committed, log::severity::info};
+    e.endpoint = record.name;
+    e.url = record.endpoint;
+    e.rows = record.rows.size();
+    e.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now() - record.fetched_at);
+    e.detail = std::to_string(*result) + " new";
+    emit(e);
+  }
+
+  std::unique_ptr<pg::pool> make_pool(const config::database_config& db,
+                                      std::shared_ptr<state> self) {
+    pg::pool_settings settings;
+    settings.conninfo = db.conninfo;
+    settings.size = db.pool_size;
+    settings.table = pg::table_name::parse(db.table).value();  // validated with the config
+    settings.connect_timeout = db.connect_timeout;
+    settings.statement_timeout = db.statement_timeout;
+    std::weak_ptr<state> weak = self;
+    auto p = std::make_unique<pg::pool>(
+        ex, std::move(settings),
+        [weak](const fetch_record& r, const outcome<std::size_t>& result) {
+          if (auto s = weak.lock()) s->committed_one(r, result);
+        },
+        events);
+    p->start();
+    return p;
+  }
+
+  sched::poller_services services(std::shared_ptr<state> self) {
+    std::weak_ptr<state> weak = self;
+    return {blocking,
+            [weak](fetch_record r) {
+              if (auto s = weak.lock(); s && s->pool) s->pool->submit(std::move(r));
+            },
+            limiter.get(), events};
+  }
+};
+
+collector::collector(asio::any_io_executor ex, asio::any_io_executor blocking,
+                     log::event_sink events)
+    : state_(std::make_shared<state>(ex, blocking, std::move(events))) {}
+
+collector::~collector() {
+  for (auto& [name, p] : state_->pollers) p->stop();
+}
+
+asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
+  auto s = state_;
+  if (!s->limiter)
+    s->limiter = std::make_unique<sched::fetch_limiter>(s->ex, cfg.max_concurrent_fetches);
+  else
+    s->limiter->set_limit(cfg.max_concurrent_fetches);
+
+  if (!s->pool || s->current->database != cfg.database) {
+    auto fresh = s->make_pool(cfg.database, s);
+    if (s->pool) {
+      // The old pool stops at once; what it had not committed moves over.
+      auto old = std::move(s->pool);
+      auto left = co_await old->async_drain(steady::now());
+      for (auto& r : left) fresh->submit(std::move(r));
+    }
+    s->pool = std::move(fresh);
+  }
+
+  std::map<std::string, std::unique_ptr<sched::endpoint_poller>> next;
+  for (const auto& ep : cfg.endpoints) {
+    auto found = s->pollers.find(ep.name);
+    if (found != s->pollers.end() && found->second->config() == ep) {
+      next.emplace(ep.name, std::move(found->second));
+      s->pollers.erase(found);
+      continue;
+    }
+    auto poller = std::make_unique<sched::endpoint_poller>(s->ex, ep, s->services(s));
+    if (auto ok = poller->prepare(); !ok) {
+      log::event e{log::event_kind::fetch_failed, log::severity::error};
+      e.endpoint = ep.name;
+      e.error = ok.error().message;
+      s->emit(e);
+      continue;
+    }
+    poller->start();
+    next.emplace(ep.name, std::move(poller));
+  }
+  // Endpoints removed or changed: their loops end after any in-flight fetch
+  // (which still reaches the pool).
+  for (auto& [name, old] : s->pollers) old->stop();
+  s->pollers = std::move(next);
+  s->current = std::move(cfg);
+
+  log::event e{log::event_kind::config_loaded, log::severity::notice};
+  e.detail = std::to_string(s->pollers.size()) + " endpoint(s)";
+  s->emit(e);
+}
+
+namespace {
+
+asio::awaitable<void> fetch_once_and_count(sched::endpoint_poller* poller, steady::time_point until,
+                                           std::shared_ptr<std::size_t> running,
+                                           std::shared_ptr<std::size_t> failed,
+                                           std::shared_ptr<asio::steady_timer> all_done) {
+  bool submitted = co_await poller->async_fetch_once(until);
+  if (!submitted) ++*failed;
+  if (--*running == 0) all_done->cancel();
+  co_return;
+}
+
+}  // namespace
+
+asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg) {
+  auto s = state_;
+  s->limiter = std::make_unique<sched::fetch_limiter>(s->ex, cfg.max_concurrent_fetches);
+  s->pool = s->make_pool(cfg.database, s);
+  auto failed = std::make_shared<std::size_t>(0);
+  auto running = std::make_shared<std::size_t>(0);
+  auto all_done = std::make_shared<asio::steady_timer>(s->ex, steady::time_point::max());
+  std::vector<std::unique_ptr<sched::endpoint_poller>> pollers;
+  auto longest = std::chrono::milliseconds(0);
+  for (const auto& ep : cfg.endpoints) {
+    auto poller = std::make_unique<sched::endpoint_poller>(s->ex, ep, s->services(s));
+    if (auto ok = poller->prepare(); !ok) {
+      log::event e{log::event_kind::fetch_failed, log::severity::error};
+      e.endpoint = ep.name;
+      e.error = ok.error().message;
+      s->emit(e);
+      ++*failed;
+      continue;
+    }
+    longest = std::max(longest, ep.timeout * (ep.retries + 1) + std::chrono::seconds(ep.retries));
+    pollers.push_back(std::move(poller));
+  }
+  auto fetch_until = steady::now() + longest;
+  *running = pollers.size();
+  for (auto& p : pollers)
+    asio::co_spawn(s->ex, fetch_once_and_count(p.get(), fetch_until, running, failed, all_done),
+                   asio::detached);
+  while (*running > 0) co_await all_done->async_wait(use_nothrow);
+
+  auto commit_until = steady::now() + cfg.database.connect_timeout + cfg.database.statement_timeout;
+  auto left = co_await s->pool->async_drain(commit_until);
+  if (!left.empty()) {
+    log::event e{log::event_kind::commit_failed, log::severity::error};
+    e.error = std::to_string(left.size()) + " fetch(es) could not be committed in time";
+    s->emit(e);
+  }
+  co_return *failed == 0 && left.empty() && s->commit_failures == 0;
+}
+
+asio::awaitable<std::size_t> collector::async_stop(steady::time_point until) {
+  auto s = state_;
+  log::event e{log::event_kind::stopping, log::severity::notice};
+  e.detail = std::to_string(s->pool ? s->pool->pending() : 0) + " fetch(es) waiting to commit";
+  s->emit(e);
+  for (auto& [name, p] : s->pollers) p->stop();
+  for (auto& [name, p] : s->pollers) co_await p->async_wait_stopped(until);
+  std::size_t left = 0;
+  if (s->pool) left = (co_await s->pool->async_drain(until)).size();
+  if (left > 0) {
+    log::event lost{log::event_kind::commit_failed, log::severity::error};
+    lost.error = std::to_string(left) + " fetch(es) not committed before the shutdown deadline";
+    s->emit(lost);
+  }
+  co_return left;
+}
+
+collector_status collector::status() const {
+  collector_status st;
+  st.endpoints = state_->pollers.size();
+  for (const auto& [name, p] : state_->pollers)
+    if (p->stats().consecutive_failures > 0) ++st.failing;
+  if (state_->pool) {
+    st.pending = state_->pool->pending();
+    st.connections = state_->pool->connected();
+  }
+  st.committed = state_->committed;
+  st.last_commit = state_->last_commit;
+  return st;
+}
+
+}  // namespace gatherstats

@@ -1,0 +1,183 @@
+// Workers and a queue rather than a connection checkout: a fetch waits in the
+// queue (not in a caller's coroutine) while the database is away, which is
+// where the spool will take over from memory later.
+#include "gatherstats/pg/pool.hpp"
+
+#include "gatherstats/pg/connection.hpp"
+#include "gatherstats/sched/schedule.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <optional>
+#include <random>
+
+namespace asio = boost::asio;
+
+namespace gatherstats::pg {
+namespace {
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+using steady = std::chrono::steady_clock;
+// Slack on top of the server-side statement timeout before the client gives
+// up on a commit and drops the connection.
+constexpr auto client_slack = std::chrono::seconds(5);
+}  // namespace
+
+struct pool::state {
+  asio::any_io_executor ex;
+  pool_settings settings;
+  on_done done;
+  log::event_sink events;
+  std::deque<fetch_record> queue;
+  std::size_t in_flight = 0;
+  std::size_t connected = 0;
+  bool stopping = false;
+  bool outage_reported = false;
+  asio::steady_timer wake;  // never expires: cancel_one() wakes an idle worker
+  asio::steady_timer idle;  // cancelled whenever a fetch leaves the pool
+  std::mt19937_64 random{std::random_device{}()};
+
+  state(asio::any_io_executor e, pool_settings s, on_done d, log::event_sink ev)
+      : ex(e),
+        settings(std::move(s)),
+        done(std::move(d)),
+        events(std::move(ev)),
+        wake(e, steady::time_point::max()),
+        idle(e, steady::time_point::max()) {}
+
+  void emit(log::event_kind kind, log::severity level, std::string error) {
+    if (!events) return;
+    log::event e{kind, level};
+    e.error = std::move(error);
+    events(e);
+  }
+
+  void lost(const std::string& why) {
+    if (outage_reported) return;
+    outage_reported = true;
+    emit(log::event_kind::database_lost, log::severity::error, why);
+  }
+
+  void back() {
+    if (!outage_reported) return;
+    outage_reported = false;
+    emit(log::event_kind::database_back, log::severity::notice, {});
+  }
+};
+
+namespace {
+
+asio::awaitable<outcome<connection>> open_connection(std::shared_ptr<pool::state> s) {
+  auto until = steady::now() + s->settings.connect_timeout;
+  auto conn = co_await connection::async_connect(s->settings.conninfo, until);
+  if (!conn) co_return conn.error();
+  auto set = co_await conn->async_exec(
+      "SET statement_timeout = " + std::to_string(s->settings.statement_timeout.count()), until);
+  if (!set) co_return set.error();
+  auto checked = co_await async_check_schema(*conn, s->settings.table, until);
+  if (!checked) co_return checked.error();
+  co_return std::move(*conn);
+}
+
+asio::awaitable<void> pause(asio::any_io_executor ex, std::chrono::milliseconds d) {
+  asio::steady_timer t(ex, d);
+  co_await t.async_wait(use_nothrow);
+}
+
+asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
+  std::optional<connection> conn;
+  unsigned failures = 0;
+  sched::backoff retry_delay(s->settings.reconnect_min, s->settings.reconnect_max);
+  auto drop = [&] {
+    if (!conn) return;
+    conn.reset();
+    --s->connected;
+  };
+  while (!s->stopping) {
+    if (s->queue.empty()) {
+      co_await s->wake.async_wait(use_nothrow);
+      continue;
+    }
+    if (!conn) {
+      auto opened = co_await open_connection(s);
+      if (!opened) {
+        s->lost(opened.error().message);
+        co_await pause(s->ex, retry_delay.delay(++failures, s->random));
+        continue;
+      }
+      conn.emplace(std::move(*opened));
+      ++s->connected;
+      failures = 0;
+      s->back();
+      continue;  // the queue may have emptied meanwhile
+    }
+    fetch_record record = std::move(s->queue.front());
+    s->queue.pop_front();
+    ++s->in_flight;
+    auto result =
+        co_await async_commit(*conn, s->settings.table, record,
+                              steady::now() + s->settings.statement_timeout + client_slack);
+    --s->in_flight;
+    if (!result && result.error().is_transient()) {
+      // Commit again, first in line, on this or the next connection: an
+      // idempotent commit makes a repeat harmless even if this one landed.
+      s->queue.push_front(std::move(record));
+      if (!conn->is_idle()) {
+        drop();
+        s->lost(result.error().message);
+      }
+      co_await pause(s->ex, retry_delay.delay(++failures, s->random));
+      continue;
+    }
+    failures = 0;
+    if (!result)
+      s->emit(log::event_kind::commit_failed, log::severity::error,
+              record.endpoint + ": " + result.error().message);
+    if (!conn->is_idle()) drop();
+    if (s->done) s->done(record, result);
+    s->idle.cancel();
+  }
+  drop();
+  s->idle.cancel();
+}
+
+}  // namespace
+
+pool::pool(asio::any_io_executor ex, pool_settings settings, on_done done, log::event_sink events)
+    : state_(std::make_shared<state>(ex, std::move(settings), std::move(done), std::move(events))) {
+}
+
+pool::~pool() {
+  // Workers hold the state; tell them to finish.
+  state_->stopping = true;
+  state_->wake.cancel();
+}
+
+void pool::start() {
+  for (std::size_t i = 0; i < std::max<std::size_t>(state_->settings.size, 1); ++i)
+    asio::co_spawn(state_->ex, worker(state_), asio::detached);
+}
+
+void pool::submit(fetch_record record) {
+  state_->queue.push_back(std::move(record));
+  state_->wake.cancel_one();
+}
+
+std::size_t pool::pending() const { return state_->queue.size() + state_->in_flight; }
+std::size_t pool::connected() const { return state_->connected; }
+
+asio::awaitable<std::deque<fetch_record>> pool::async_drain(deadline until) {
+  auto s = state_;
+  s->idle.expires_at(until);
+  while (s->queue.size() + s->in_flight > 0 && steady::now() < until) {
+    co_await s->idle.async_wait(use_nothrow);
+  }
+  s->stopping = true;
+  s->wake.cancel();
+  co_return std::exchange(s->queue, {});
+}
+
+}  // namespace gatherstats::pg

@@ -1,0 +1,247 @@
+// gatherstatsd as a daemon: real processes, the real private PostgreSQL and
+// the project's test server on loopback. Every wait is on a condition with
+// a deadline.
+#include "gatherstats/http/client.hpp"
+#include "support/test_env.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+const std::string data_dir = test::source_dir() + "/tests/data";
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Polls `condition` (a database query, a log file) until it holds or the
+// deadline passes. There is no event to wait on from outside the daemon.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds within) {
+  auto until = steady::now() + within;
+  while (!condition()) {
+    if (steady::now() > until) return false;
+    std::this_thread::sleep_for(50ms);  // ok-sleep: polling interval of a deadline wait
+  }
+  return true;
+}
+
+std::string database_yaml(const test::scratch_database& db) {
+  return "database:\n  conninfo: \"" + db.conninfo() + "\"\n  pool_size: 2\n";
+}
+
+long long fetches_of(const test::scratch_database& db, const std::string& endpoint) {
+  return std::stoll(
+      db.query("SELECT count(DISTINCT fetched_at) FROM gatherstats_statistic"
+               " WHERE endpoint = '" +
+               endpoint + "'")[0][0]);
+}
+
+struct daemon_process {
+  test::temp_dir dir;
+  std::filesystem::path config;
+  std::filesystem::path log;
+  std::unique_ptr<test::child> process;
+
+  explicit daemon_process(const std::string& yaml) {
+    config = dir.write("gatherstats.yaml", yaml);
+    log = dir.path() / "stderr.log";
+    process = std::make_unique<test::child>(
+        std::vector<std::string>{test::daemon_bin(), "--config", config.string()}, log.string());
+  }
+  std::string log_text() const { return read_file(log); }
+  bool logged(const std::string& what, std::chrono::milliseconds within) const {
+    return eventually([&] { return log_text().find(what) != std::string::npos; }, within);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("gatherstatsd --check accepts a valid file and reports every error with line and column",
+          "[daemon][config]") {
+  test::temp_dir dir;
+  auto good = dir.write("good.yaml",
+                        "endpoints:\n  - name: a\n    url: http://127.0.0.1:1/stats\n"
+                        "    interval: 1m\n");
+  auto ok = test::run({test::daemon_bin(), "--config", good.string(), "--check"});
+  CHECK(ok.exit_code == 0);
+  CHECK_THAT(ok.out, Catch::Contains("OK, 1 endpoint(s)"));
+
+  auto bad = dir.write("bad.yaml",
+                       "endpoints:\n"
+                       "  - name: a\n"
+                       "    url: http://127.0.0.1:1/stats\n"
+                       "    intervl: 1m\n"
+                       "  - name: b\n"
+                       "    url: ftp://example/x\n"
+                       "    timeout: soon\n");
+  auto r = test::run({test::daemon_bin(), "--config", bad.string(), "--check"});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Catch::Contains(bad.string() + ":4:5:") && Catch::Contains("intervl"));
+  CHECK_THAT(r.err, Catch::Contains(bad.string() + ":6:10:"));
+  CHECK_THAT(r.err, Catch::Contains(bad.string() + ":7:14:"));
+  CHECK_THAT(r.err, Catch::Contains("3 error(s)"));
+}
+
+TEST_CASE("gatherstatsd --once fetches every endpoint once and says whether all were committed",
+          "[daemon][once]") {
+  test::scratch_database db;
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  test::test_server server("", data_dir);
+  const std::string a = server.url("/files/asset_counts.json"), b = server.url("/stats");
+  test::temp_dir dir;
+  auto good = dir.write("once.yaml", database_yaml(db) +
+                                         "endpoints:\n"
+                                         "  - {name: a, url: \"" +
+                                         a +
+                                         "\", interval: 1h}\n"
+                                         "  - {name: b, url: \"" +
+                                         b + "\", interval: 1h}\n");
+  auto r = test::run({test::daemon_bin(), "--config", good.string(), "--once"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(fetches_of(db, a) == 1);
+  CHECK(fetches_of(db, b) == 1);
+  CHECK(db.count() == 6 + 15);
+
+  auto failing = dir.write("failing.yaml", database_yaml(db) +
+                                               "endpoints:\n"
+                                               "  - {name: a, url: \"" +
+                                               a +
+                                               "\", interval: 1h}\n"
+                                               "  - {name: broken, url: \"" +
+                                               server.url("/status/404") + "\", interval: 1h}\n");
+  auto f = test::run({test::daemon_bin(), "--config", failing.string(), "--once"});
+  CHECK(f.exit_code == 1);
+  CHECK_THAT(f.err, Catch::Contains("fetch failed endpoint=broken") && Catch::Contains("HTTP 404"));
+  CHECK(fetches_of(db, a) == 2);
+}
+
+TEST_CASE(
+    "a hanging, a dripping and a garbage endpoint do not delay a healthy one; SIGTERM "
+    "exits 0 with every fetch whole",
+    "[daemon][isolation]") {
+  test::scratch_database db;
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  test::test_server server;
+  const std::string healthy = server.url("/stats");
+  daemon_process d(database_yaml(db) +
+                   "defaults:\n  interval: 1s\n  timeout: 900ms\n  retries: 0\n"
+                   "endpoints:\n"
+                   "  - {name: healthy, url: \"" +
+                   healthy +
+                   "\"}\n"
+                   "  - {name: hang, url: \"" +
+                   server.url("/hang") +
+                   "\"}\n"
+                   "  - {name: drip, url: \"" +
+                   server.url("/drip") +
+                   "\"}\n"
+                   "  - {name: garbage, url: \"" +
+                   server.url("/garbage") + "\"}\n");
+  REQUIRE(eventually([&] { return fetches_of(db, healthy) >= 6; }, 20s));
+  INFO(d.log_text());
+
+  // Every tick of the healthy endpoint was stored, one second apart, give or
+  // take the stated tolerance (250 ms), however the others behaved.
+  auto times = db.query(
+      "SELECT extract(epoch FROM fetched_at)::float8 FROM gatherstats_statistic"
+      " WHERE endpoint = '" +
+      healthy + "' GROUP BY fetched_at ORDER BY fetched_at");
+  for (std::size_t i = 1; i < times.size(); ++i) {
+    double gap = std::stod(times[i][0]) - std::stod(times[i - 1][0]);
+    INFO("gap " << i << ": " << gap);
+    CHECK(gap > 0.75);
+    CHECK(gap < 1.25);
+  }
+  CHECK(db.count() == fetches_of(db, healthy) * 15);  // nothing from the others
+  CHECK(d.logged("fetch failed endpoint=hang", 5s));
+  CHECK(d.logged("fetch failed endpoint=drip", 5s));
+  CHECK(d.logged("fetch failed endpoint=garbage", 5s));
+  CHECK_THAT(d.log_text(), Catch::Contains("timed out"));
+
+  auto code = d.process->signal_and_wait(SIGTERM, 15s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  // Whole fetches only: every fetched_at has all 15 rows.
+  CHECK(db.query("SELECT fetched_at FROM gatherstats_statistic GROUP BY fetched_at"
+                 " HAVING count(*) <> 15")
+            .empty());
+}
+
+TEST_CASE("SIGHUP applies a valid configuration and keeps the old one for a broken file",
+          "[daemon][reload]") {
+  test::scratch_database db;
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  test::test_server server("", data_dir);
+  const std::string a = server.url("/stats"), b = server.url("/files/asset_counts.json");
+  auto with = [&](const std::string& endpoints) {
+    return database_yaml(db) + "defaults:\n  interval: 1s\n  timeout: 900ms\nendpoints:\n" +
+           endpoints;
+  };
+  const std::string a_line = "  - {name: a, url: \"" + a + "\"}\n";
+  const std::string b_line = "  - {name: b, url: \"" + b + "\"}\n";
+  daemon_process d(with(a_line));
+  REQUIRE(eventually([&] { return fetches_of(db, a) >= 1; }, 10s));
+
+  // Add b.
+  std::ofstream(d.config) << with(a_line + b_line);
+  ::kill(d.process->pid(), SIGHUP);
+  bool b_started = eventually([&] { return fetches_of(db, b) >= 2; }, 10s);
+  INFO(d.log_text());
+  REQUIRE(b_started);
+
+  // A broken file: rejected, a and b go on.
+  std::ofstream(d.config) << "endpoints: [ this is not: valid\n";
+  ::kill(d.process->pid(), SIGHUP);
+  REQUIRE(d.logged("configuration rejected", 10s));
+  auto a_before = fetches_of(db, a), b_before = fetches_of(db, b);
+  CHECK(eventually([&] { return fetches_of(db, a) > a_before && fetches_of(db, b) > b_before; },
+                   10s));
+
+  // Remove a: it stops (after at most its in-flight fetch); b goes on.
+  std::ofstream(d.config) << with(b_line);
+  ::kill(d.process->pid(), SIGHUP);
+  REQUIRE(d.logged("configuration loaded (1 endpoint(s))", 10s));
+  auto a_at_removal = fetches_of(db, a);
+  auto b_at_removal = fetches_of(db, b);
+  REQUIRE(eventually([&] { return fetches_of(db, b) >= b_at_removal + 3; }, 10s));
+  CHECK(fetches_of(db, a) <= a_at_removal + 1);
+
+  auto code = d.process->signal_and_wait(SIGTERM, 15s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+}
+
+TEST_CASE("transient failures are retried at most `retries` times within the tick",
+          "[daemon][retry]") {
+  test::scratch_database db;
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  test::test_server server;
+  daemon_process d(database_yaml(db) +
+                   "endpoints:\n"
+                   "  - {name: flaky, url: \"" +
+                   server.url("/status/503") + "\", interval: 5s, timeout: 1s, retries: 2}\n");
+  REQUIRE(d.logged("fetch failed endpoint=flaky", 20s));
+  CHECK_THAT(d.log_text(), Catch::Contains("HTTP 503"));
+  // One tick: the first attempt and two retries; the next tick is seconds away.
+  auto count = test::run_async([](std::string url) -> boost::asio::awaitable<std::string> {
+    auto client = gatherstats::http::client::create({});
+    auto r = co_await client->async_get(url, 1024, steady::now() + 5s);
+    co_return r ? r->body : r.error().message;
+  }(server.url("/_count")));
+  CHECK(count == "{\"requests\":3}");
+  CHECK(db.count() == 0);
+}
