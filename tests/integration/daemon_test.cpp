@@ -245,3 +245,55 @@ TEST_CASE("transient failures are retried at most `retries` times within the tic
   CHECK(count == "{\"requests\":3}");
   CHECK(db.count() == 0);
 }
+
+TEST_CASE("commits go on when the database drops the connections, and across a database reload",
+          "[daemon][pool]") {
+  test::scratch_database db;
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  test::test_server server;
+  const std::string url = server.url("/stats");
+  auto yaml = [&](int pool_size) {
+    return "database:\n  conninfo: \"" + db.conninfo() +
+           "\"\n  pool_size: " + std::to_string(pool_size) +
+           "\ndefaults:\n  interval: 1s\n  timeout: 900ms\n"
+           "endpoints:\n  - {name: a, url: \"" +
+           url + "\"}\n";
+  };
+  daemon_process d(yaml(2));
+  REQUIRE(eventually([&] { return fetches_of(db, url) >= 2; }, 10s));
+
+  // The server ends every session of the daemon: the pool must notice,
+  // reconnect, and commit again whatever was in flight.
+  db.exec(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+      " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  auto after_kill = fetches_of(db, url);
+  REQUIRE(eventually([&] { return fetches_of(db, url) >= after_kill + 3; }, 15s));
+
+  // A reload that changes the database settings hands queued fetches to a
+  // new pool.
+  std::ofstream(d.config) << yaml(3);
+  ::kill(d.process->pid(), SIGHUP);
+  REQUIRE(d.logged("configuration loaded (1 endpoint(s))\n", 10s));
+  auto after_reload = fetches_of(db, url);
+  REQUIRE(eventually([&] { return fetches_of(db, url) >= after_reload + 3; }, 15s));
+
+  auto code = d.process->signal_and_wait(SIGTERM, 15s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  INFO(d.log_text());
+  // No tick lost to the dropped connections or the reload, and every fetch whole.
+  auto times = db.query(
+      "SELECT extract(epoch FROM fetched_at)::float8 FROM gatherstats_statistic"
+      " GROUP BY fetched_at ORDER BY fetched_at");
+  for (std::size_t i = 1; i < times.size(); ++i) {
+    double gap = std::stod(times[i][0]) - std::stod(times[i - 1][0]);
+    INFO("gap " << i << ": " << gap);
+    CHECK(gap < 1.25);
+  }
+  CHECK(db.query("SELECT fetched_at FROM gatherstats_statistic GROUP BY fetched_at"
+                 " HAVING count(*) <> 15")
+            .empty());
+  CHECK_THAT(d.log_text(), Catch::Contains("database lost"));
+  CHECK_THAT(d.log_text(), Catch::Contains("database back"));
+}
