@@ -297,3 +297,72 @@ TEST_CASE("commits go on when the database drops the connections, and across a d
   CHECK_THAT(d.log_text(), Catch::Contains("database lost"));
   CHECK_THAT(d.log_text(), Catch::Contains("database back"));
 }
+
+TEST_CASE("a rotated bearer token is used without a reload and never logged", "[daemon][secrets]") {
+  test::scratch_database db;
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  test::test_server server;
+  test::temp_dir secrets;
+  auto token = secrets.write("token", "first-secret-token\n");
+  const std::string url = server.url("/auth-length");
+  daemon_process d(database_yaml(db) +
+                   "endpoints:\n"
+                   "  - name: private\n"
+                   "    url: \"" +
+                   url +
+                   "\"\n"
+                   "    interval: 1s\n"
+                   "    timeout: 900ms\n"
+                   "    auth: {bearer_token_file: \"" +
+                   token.string() + "\"}\n");
+  auto latest = [&] {
+    auto rows = db.query(
+        "SELECT numeric_value FROM gatherstats_statistic"
+        " ORDER BY fetched_at DESC LIMIT 1");
+    return rows.empty() ? std::string() : rows[0][0];
+  };
+  // "Bearer " + 18 characters.
+  REQUIRE(eventually([&] { return latest() == "25"; }, 10s));
+  secrets.write("token", "the-second-token-after-rotation\n");
+  // "Bearer " + 31 characters, with no SIGHUP.
+  CHECK(eventually([&] { return latest() == "38"; }, 10s));
+
+  auto code = d.process->signal_and_wait(SIGTERM, 15s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK(d.log_text().find("first-secret-token") == std::string::npos);
+  CHECK(d.log_text().find("the-second-token") == std::string::npos);
+}
+
+TEST_CASE("max_concurrent_fetches bounds the fetches in flight across endpoints",
+          "[daemon][limit]") {
+  test::scratch_database db;
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  test::test_server server;
+  // Three aligned endpoints (their ticks fall together) that hang for their
+  // whole timeout, one fetch allowed at a time: the server must never see two
+  // of them open together. (Without the limit it sees three.)
+  daemon_process d(database_yaml(db) +
+                   "max_concurrent_fetches: 1\n"
+                   "defaults: {interval: 3s, timeout: 400ms, retries: 0, align: true}\n"
+                   "endpoints:\n"
+                   "  - {name: hang1, url: \"" +
+                   server.url("/hang") +
+                   "\"}\n"
+                   "  - {name: hang2, url: \"" +
+                   server.url("/hang") +
+                   "\"}\n"
+                   "  - {name: hang3, url: \"" +
+                   server.url("/hang") + "\"}\n");
+  for (const char* name : {"hang1", "hang2", "hang3"})
+    REQUIRE(d.logged(std::string("fetch failed endpoint=") + name, 15s));
+  auto most = test::run_async([](std::string url) -> boost::asio::awaitable<std::string> {
+    auto client = gatherstats::http::client::create({});
+    auto r = co_await client->async_get(url, 1024, steady::now() + 5s);
+    co_return r ? r->body : r.error().message;
+  }(server.url("/_most-hanging")));
+  CHECK(most == "{\"most_hanging\":1}");
+  auto code = d.process->signal_and_wait(SIGTERM, 15s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+}

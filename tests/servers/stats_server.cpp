@@ -289,6 +289,8 @@ struct server_state {
   std::filesystem::path root;
   std::string gzip_bomb;
   std::uint64_t requests = 0;
+  std::uint64_t hanging = 0;       // /hang requests open now
+  std::uint64_t most_hanging = 0;  // the most ever open at once
 };
 
 std::optional<std::uint64_t> parse_number(std::string_view text) {
@@ -381,6 +383,13 @@ class session {
       co_return co_await send(req, 200, R"({"requests":)" + to_string(seen) + "}");
     if (path == "/stats") co_return co_await send(req, 200, stats_document(seen));
     if (path == "/headers") co_return co_await send(req, 200, headers_document(req));
+    if (path == "/auth-length") {
+      // A number, so the daemon can store it: shows which credential arrived
+      // without the test server echoing the secret itself.
+      const std::string body =
+          R"({"authorization_length":)" + to_string(req[http::field::authorization].size()) + "}";
+      co_return co_await send(req, 200, body);
+    }
     if (path == "/requests-on-this-connection")
       co_return co_await send(req, 200, R"({"requests":)" + to_string(served_) + "}");
     if (path == "/then-close") {
@@ -455,9 +464,19 @@ class session {
     }
     if (path == "/hang") {
       // Keep reading so the connection ends when the client gives up.
+      struct open_hang {
+        server_state& s;
+        explicit open_hang(server_state& st) : s(st) {
+          s.most_hanging = std::max(s.most_hanging, ++s.hanging);
+        }
+        ~open_hang() { --s.hanging; }
+      } counted(state_);
       std::array<char, 4096> sink;
       for (;;) co_await stream_.async_read_some(asio::buffer(sink), use_awaitable);
     }
+    if (path == "/_most-hanging")
+      co_return co_await send(req, 200,
+                              R"({"most_hanging":)" + to_string(state_.most_hanging) + "}");
     if (path == "/drip") {
       constexpr std::string_view body = R"({"drip":true})";
       co_await send_header(req, body.size());
