@@ -106,6 +106,21 @@ struct collector::state {
     return p;
   }
 
+  // A poller ready to start, or nullptr (reported) when its TLS settings
+  // cannot be loaded.
+  std::unique_ptr<sched::endpoint_poller> make_poller(const config::endpoint_config& ep,
+                                                      std::shared_ptr<state> self) {
+    auto poller = std::make_unique<sched::endpoint_poller>(ex, ep, services(self));
+    if (auto ok = poller->prepare(); !ok) {
+      log::event e{log::event_kind::fetch_failed, log::severity::error};
+      e.endpoint = ep.name;
+      e.error = ok.error().message;
+      emit(e);
+      return nullptr;
+    }
+    return poller;
+  }
+
   sched::poller_services services(std::shared_ptr<state> self) {
     std::weak_ptr<state> weak = self;
     return {blocking,
@@ -150,14 +165,8 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
       s->pollers.erase(found);
       continue;
     }
-    auto poller = std::make_unique<sched::endpoint_poller>(s->ex, ep, s->services(s));
-    if (auto ok = poller->prepare(); !ok) {
-      log::event e{log::event_kind::fetch_failed, log::severity::error};
-      e.endpoint = ep.name;
-      e.error = ok.error().message;
-      s->emit(e);
-      continue;
-    }
+    auto poller = s->make_poller(ep, s);
+    if (!poller) continue;
     poller->start();
     next.emplace(ep.name, std::move(poller));
   }
@@ -196,12 +205,8 @@ asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg) {
   std::vector<std::unique_ptr<sched::endpoint_poller>> pollers;
   auto longest = std::chrono::milliseconds(0);
   for (const auto& ep : cfg.endpoints) {
-    auto poller = std::make_unique<sched::endpoint_poller>(s->ex, ep, s->services(s));
-    if (auto ok = poller->prepare(); !ok) {
-      log::event e{log::event_kind::fetch_failed, log::severity::error};
-      e.endpoint = ep.name;
-      e.error = ok.error().message;
-      s->emit(e);
+    auto poller = s->make_poller(ep, s);
+    if (!poller) {
       ++*failed;
       continue;
     }

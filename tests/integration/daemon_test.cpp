@@ -48,6 +48,19 @@ long long fetches_of(const test::scratch_database& db, const std::string& endpoi
                endpoint + "'")[0][0]);
 }
 
+void migrate(const test::scratch_database& db) {
+  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+}
+
+// A GET from the test, for the test server's own counters.
+std::string http_get(const std::string& url) {
+  return test::run_async([](std::string u) -> boost::asio::awaitable<std::string> {
+    auto client = gatherstats::http::client::create({});
+    auto r = co_await client->async_get(u, 1024, steady::now() + 5s);
+    co_return r ? r->body : r.error().message;
+  }(url));
+}
+
 struct daemon_process {
   test::temp_dir dir;
   std::filesystem::path config;
@@ -61,6 +74,13 @@ struct daemon_process {
         std::vector<std::string>{test::daemon_bin(), "--config", config.string()}, log.string());
   }
   std::string log_text() const { return read_file(log); }
+  // SIGTERM, then the exit code must be 0.
+  void stop_cleanly() const {
+    auto code = process->signal_and_wait(SIGTERM, 15s);
+    INFO(log_text());
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+  }
   bool logged(const std::string& what, std::chrono::milliseconds within) const {
     return eventually([&] { return log_text().find(what) != std::string::npos; }, within);
   }
@@ -98,7 +118,7 @@ TEST_CASE("gatherstatsd --check accepts a valid file and reports every error wit
 TEST_CASE("gatherstatsd --once fetches every endpoint once and says whether all were committed",
           "[daemon][once]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  migrate(db);
   test::test_server server("", data_dir);
   const std::string a = server.url("/files/asset_counts.json"), b = server.url("/stats");
   test::temp_dir dir;
@@ -134,7 +154,7 @@ TEST_CASE(
     "exits 0 with every fetch whole",
     "[daemon][isolation]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  migrate(db);
   test::test_server server;
   const std::string healthy = server.url("/stats");
   daemon_process d(database_yaml(db) +
@@ -172,9 +192,7 @@ TEST_CASE(
   CHECK(d.logged("fetch failed endpoint=garbage", 5s));
   CHECK_THAT(d.log_text(), Catch::Contains("timed out"));
 
-  auto code = d.process->signal_and_wait(SIGTERM, 15s);
-  REQUIRE(code.has_value());
-  CHECK(*code == 0);
+  d.stop_cleanly();
   // Whole fetches only: every fetched_at has all 15 rows.
   CHECK(db.query("SELECT fetched_at FROM gatherstats_statistic GROUP BY fetched_at"
                  " HAVING count(*) <> 15")
@@ -184,7 +202,7 @@ TEST_CASE(
 TEST_CASE("SIGHUP applies a valid configuration and keeps the old one for a broken file",
           "[daemon][reload]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  migrate(db);
   test::test_server server("", data_dir);
   const std::string a = server.url("/stats"), b = server.url("/files/asset_counts.json");
   auto with = [&](const std::string& endpoints) {
@@ -220,15 +238,13 @@ TEST_CASE("SIGHUP applies a valid configuration and keeps the old one for a brok
   REQUIRE(eventually([&] { return fetches_of(db, b) >= b_at_removal + 3; }, 10s));
   CHECK(fetches_of(db, a) <= a_at_removal + 1);
 
-  auto code = d.process->signal_and_wait(SIGTERM, 15s);
-  REQUIRE(code.has_value());
-  CHECK(*code == 0);
+  d.stop_cleanly();
 }
 
 TEST_CASE("transient failures are retried at most `retries` times within the tick",
           "[daemon][retry]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  migrate(db);
   test::test_server server;
   daemon_process d(database_yaml(db) +
                    "endpoints:\n"
@@ -237,11 +253,7 @@ TEST_CASE("transient failures are retried at most `retries` times within the tic
   REQUIRE(d.logged("fetch failed endpoint=flaky", 20s));
   CHECK_THAT(d.log_text(), Catch::Contains("HTTP 503"));
   // One tick: the first attempt and two retries; the next tick is seconds away.
-  auto count = test::run_async([](std::string url) -> boost::asio::awaitable<std::string> {
-    auto client = gatherstats::http::client::create({});
-    auto r = co_await client->async_get(url, 1024, steady::now() + 5s);
-    co_return r ? r->body : r.error().message;
-  }(server.url("/_count")));
+  auto count = http_get(server.url("/_count"));
   CHECK(count == "{\"requests\":3}");
   CHECK(db.count() == 0);
 }
@@ -249,7 +261,7 @@ TEST_CASE("transient failures are retried at most `retries` times within the tic
 TEST_CASE("commits go on when the database drops the connections, and across a database reload",
           "[daemon][pool]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  migrate(db);
   test::test_server server;
   const std::string url = server.url("/stats");
   auto yaml = [&](int pool_size) {
@@ -278,9 +290,7 @@ TEST_CASE("commits go on when the database drops the connections, and across a d
   auto after_reload = fetches_of(db, url);
   REQUIRE(eventually([&] { return fetches_of(db, url) >= after_reload + 3; }, 15s));
 
-  auto code = d.process->signal_and_wait(SIGTERM, 15s);
-  REQUIRE(code.has_value());
-  CHECK(*code == 0);
+  d.stop_cleanly();
   INFO(d.log_text());
   // No tick lost to the dropped connections or the reload, and every fetch whole.
   auto times = db.query(
@@ -300,7 +310,7 @@ TEST_CASE("commits go on when the database drops the connections, and across a d
 
 TEST_CASE("a rotated bearer token is used without a reload and never logged", "[daemon][secrets]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  migrate(db);
   test::test_server server;
   test::temp_dir secrets;
   auto token = secrets.write("token", "first-secret-token\n");
@@ -327,9 +337,7 @@ TEST_CASE("a rotated bearer token is used without a reload and never logged", "[
   // "Bearer " + 31 characters, with no SIGHUP.
   CHECK(eventually([&] { return latest() == "38"; }, 10s));
 
-  auto code = d.process->signal_and_wait(SIGTERM, 15s);
-  REQUIRE(code.has_value());
-  CHECK(*code == 0);
+  d.stop_cleanly();
   CHECK(d.log_text().find("first-secret-token") == std::string::npos);
   CHECK(d.log_text().find("the-second-token") == std::string::npos);
 }
@@ -337,7 +345,7 @@ TEST_CASE("a rotated bearer token is used without a reload and never logged", "[
 TEST_CASE("max_concurrent_fetches bounds the fetches in flight across endpoints",
           "[daemon][limit]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  migrate(db);
   test::test_server server;
   // Three aligned endpoints (their ticks fall together) that hang for their
   // whole timeout, one fetch allowed at a time: the server must never see two
@@ -356,13 +364,7 @@ TEST_CASE("max_concurrent_fetches bounds the fetches in flight across endpoints"
                    server.url("/hang") + "\"}\n");
   for (const char* name : {"hang1", "hang2", "hang3"})
     REQUIRE(d.logged(std::string("fetch failed endpoint=") + name, 15s));
-  auto most = test::run_async([](std::string url) -> boost::asio::awaitable<std::string> {
-    auto client = gatherstats::http::client::create({});
-    auto r = co_await client->async_get(url, 1024, steady::now() + 5s);
-    co_return r ? r->body : r.error().message;
-  }(server.url("/_most-hanging")));
+  auto most = http_get(server.url("/_most-hanging"));
   CHECK(most == "{\"most_hanging\":1}");
-  auto code = d.process->signal_and_wait(SIGTERM, 15s);
-  REQUIRE(code.has_value());
-  CHECK(*code == 0);
+  d.stop_cleanly();
 }
