@@ -4,6 +4,7 @@
 #include "gatherstats/http/client.hpp"
 #include "support/test_env.hpp"
 
+#include <libpq-fe.h>
 #include <catch2/catch.hpp>
 
 #include <csignal>
@@ -367,4 +368,39 @@ TEST_CASE("max_concurrent_fetches bounds the fetches in flight across endpoints"
   auto most = http_get(server.url("/_most-hanging"));
   CHECK(most == "{\"most_hanging\":1}");
   d.stop_cleanly();
+}
+
+TEST_CASE("a statement timeout frees a connection held by a stuck database, and nothing is lost",
+          "[daemon][pool]") {
+  test::scratch_database db;
+  migrate(db);
+  test::test_server server;
+  const std::string url = server.url("/stats");
+  daemon_process d("database:\n  conninfo: \"" + db.conninfo() +
+                   "\"\n  pool_size: 1\n  statement_timeout: 1s\n"
+                   "defaults:\n  interval: 1s\n  timeout: 900ms\n"
+                   "endpoints:\n  - {name: a, url: \"" +
+                   url + "\"}\n");
+  REQUIRE(eventually([&] { return fetches_of(db, url) >= 1; }, 10s));
+
+  // Another session locks the table: every commit waits on the lock until
+  // the statement timeout cancels it.
+  std::unique_ptr<PGconn, decltype(&PQfinish)> locker(PQconnectdb(db.conninfo().c_str()),
+                                                      &PQfinish);
+  REQUIRE(PQstatus(locker.get()) == CONNECTION_OK);
+  PQclear(PQexec(locker.get(), "BEGIN; LOCK TABLE gatherstats_statistic IN ACCESS EXCLUSIVE MODE"));
+  REQUIRE(d.logged("statement timeout", 10s));
+  PQclear(PQexec(locker.get(), "COMMIT"));
+  auto after_unlock = fetches_of(db, url);
+  REQUIRE(eventually([&] { return fetches_of(db, url) >= after_unlock + 2; }, 10s));
+  d.stop_cleanly();
+  // The fetches made while the table was locked waited and were committed.
+  auto times = db.query(
+      "SELECT extract(epoch FROM fetched_at)::float8 FROM gatherstats_statistic"
+      " GROUP BY fetched_at ORDER BY fetched_at");
+  for (std::size_t i = 1; i < times.size(); ++i) {
+    double gap = std::stod(times[i][0]) - std::stod(times[i - 1][0]);
+    INFO("gap " << i << ": " << gap);
+    CHECK(gap < 1.25);
+  }
 }

@@ -128,6 +128,14 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       if (!conn->is_idle()) {
         drop();
         s->lost(result.error().message);
+      } else {
+        // The connection is fine but the statement was not (a statement
+        // timeout, a serialization failure): say so, then try again.
+        log::event e{log::event_kind::warning, log::severity::warning};
+        e.endpoint = s->queue.front().name;
+        e.error = result.error().message;
+        e.detail = "the commit will be retried";
+        if (s->events) s->events(e);
       }
       co_await pause(s->ex, retry_delay.delay(++failures, s->random));
       continue;
