@@ -453,6 +453,11 @@ struct flattener::impl {
       if (!f.top) path_.push_back('.');
     }
 
+    // 8 times the body limit, and at least 1 MiB.
+    std::size_t max_rows_bytes() const {
+      return std::max<std::size_t>(8 * opt_.max_body_bytes, std::size_t{1} << 20);
+    }
+
     bool check_path_length(bj::error_code& ec) {
       if (code_points(path_) <= opt_.max_key_chars) return true;
       return fail("key path longer than " + std::to_string(opt_.max_key_chars) +
@@ -466,6 +471,15 @@ struct flattener::impl {
       if (path_.size() > max_row_key_bytes ||
           keys.size() + path_.size() > std::numeric_limits<std::uint32_t>::max()) {
         return fail("the key paths of the rows exceed 4 GiB", ec);
+      }
+      // Every row stores its whole path, so long paths over many tiny leaves
+      // can make the rows far larger than the body: bound them too.
+      const std::size_t row_bytes =
+          keys.size() + path_.size() + (rows_.entries_.size() + 1) * sizeof(flat_rows::entry);
+      if (row_bytes > max_rows_bytes()) {
+        return fail("the rows would take more than " + std::to_string(max_rows_bytes()) +
+                        " bytes (long key paths over many leaves), at " + quoted(path_),
+                    ec);
       }
       rows_.entries_.push_back(
           {static_cast<std::uint32_t>(keys.size()), static_cast<std::uint32_t>(path_.size()), v});

@@ -543,3 +543,20 @@ TEST_CASE("flat_rows: built by hand", "[flatten]") {
   CHECK(rows[2].key == "c");
   CHECK(rows.skipped() == 4);
 }
+
+TEST_CASE("rows far larger than the body are refused, bounding memory", "[flatten][limits]") {
+  gatherstats::json::flatten_options small;
+  small.max_body_bytes = 64 * 1024;  // rows may then take at most 1 MiB
+  // A 400-character key over thousands of tiny leaves: each leaf costs a few
+  // bytes of body but stores the whole path.
+  std::string doc = "{\"" + std::string(400, 'p') + "\":{";
+  for (int i = 0; doc.size() < 60 * 1024; ++i)
+    doc += (i ? ",\"" : "\"") + std::to_string(i) + "\":0";
+  doc += "}}";
+  auto r = gatherstats::json::flatten(doc, small);
+  REQUIRE_FALSE(r.has_value());
+  CHECK_THAT(r.error().message, Catch::Contains("would take more than 1048576 bytes"));
+  // The same keys, fewer leaves: fine.
+  std::string fine = "{\"" + std::string(400, 'p') + "\":{\"a\":1,\"b\":2}}";
+  CHECK(gatherstats::json::flatten(fine, small).has_value());
+}

@@ -11,7 +11,9 @@
 //   original (Python's json module);
 // - two leaves with the same path, a path longer than `max_key_chars`
 //   characters, nesting deeper than `max_depth`, more than `max_body_bytes`,
-//   invalid JSON or invalid UTF-8 reject the document.
+//   invalid JSON or invalid UTF-8 reject the document; so do rows whose key
+//   paths and values together would take more than 8 x max_body_bytes (at
+//   least 1 MiB), which bounds memory for any body.
 // Every failure is permanent and its message names the key path concerned.
 //
 // The parser is Boost.JSON's SAX parser: no DOM is built; key paths are packed
@@ -64,11 +66,15 @@ class flat_rows {
 
  private:
   friend class flattener;
+
+ public:
   struct entry {
     std::uint32_t key_offset;
     std::uint32_t key_size;
     double value;
   };
+
+ private:
   std::string keys_;
   std::vector<entry> entries_;
   std::size_t skipped_ = 0;
