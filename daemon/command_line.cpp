@@ -13,8 +13,13 @@ const char* const usage =
     "  gatherstatsd migrate [--database CONNINFO] [--table NAME]\n"
     "      create the statistics table if it is missing, then check it\n"
     "  gatherstatsd [--config FILE] [--check | --once]\n"
+    "               [--log-target auto|stderr|journal]\n"
+    "               [--log-level debug|info|notice|warning|error]\n"
     "      run as a daemon; --check validates the file (exit 0 or 2);\n"
-    "      --once fetches every endpoint once, commits, exits 1 if any failed\n"
+    "      --once fetches every endpoint once, commits, exits 1 if any failed;\n"
+    "      events go to journald when stderr is connected to it (auto, the\n"
+    "      default) or with journal, as lines on stderr otherwise; --log-level\n"
+    "      drops events below it (default info; notice leaves out routine commits)\n"
     "  gatherstatsd --version | --help\n"
     "\n"
     "CONNINFO is a libpq connection string or URI; without --database, libpq's\n"
@@ -58,6 +63,23 @@ class arg_reader {
 };
 
 parse_result fail(std::string message) { return {std::nullopt, std::move(message)}; }
+
+std::optional<log_target> parse_log_target(const std::string& s) {
+  if (s == "auto") return log_target::automatic;
+  if (s == "stderr") return log_target::stderr_lines;
+  if (s == "journal") return log_target::journal;
+  return std::nullopt;
+}
+
+std::optional<gatherstats::log::severity> parse_log_level(const std::string& s) {
+  using gatherstats::log::severity;
+  if (s == "debug") return severity::debug;
+  if (s == "info") return severity::info;
+  if (s == "notice") return severity::notice;
+  if (s == "warning") return severity::warning;
+  if (s == "error") return severity::error;
+  return std::nullopt;
+}
 
 parse_result parse_fetch(arg_reader& in) {
   fetch_options o;
@@ -127,10 +149,11 @@ parse_result parse_command_line(const std::vector<std::string>& args) {
     return parse_migrate(in);
   }
   run_options o;
-  std::optional<std::string> config;
+  std::optional<std::string> config, target, level;
   std::string error;
   while (!in.done()) {
-    if (in.option("--config", config, error)) {
+    if (in.option("--config", config, error) || in.option("--log-target", target, error) ||
+        in.option("--log-level", level, error)) {
       if (!error.empty()) return fail(error);
       continue;
     }
@@ -149,6 +172,18 @@ parse_result parse_command_line(const std::vector<std::string>& args) {
   }
   if (o.check && o.once) return fail("--check and --once cannot be combined");
   if (config) o.config = *config;
+  if (target) {
+    auto t = parse_log_target(*target);
+    if (!t) return fail("--log-target must be auto, stderr or journal, not \"" + *target + "\"");
+    o.target = *t;
+  }
+  if (level) {
+    auto l = parse_log_level(*level);
+    if (!l)
+      return fail("--log-level must be debug, info, notice, warning or error, not \"" + *level +
+                  "\"");
+    o.log_level = *l;
+  }
   return {command{std::move(o)}, {}};
 }
 

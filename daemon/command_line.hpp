@@ -2,6 +2,8 @@
 // the commands below, or an error message for the user. Pure: no I/O.
 #pragma once
 
+#include "gatherstats/log/event.hpp"
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -25,10 +27,16 @@ struct migrate_options {
   std::string table = "gatherstats_statistic";
 };
 
+// Where the daemon's events go: `automatic` picks the journal when stderr is
+// connected to it (JOURNAL_STREAM), stderr lines otherwise.
+enum class log_target { automatic, stderr_lines, journal };
+
 struct run_options {
   std::string config = "/etc/gatherstats/gatherstats.yaml";
   bool check = false;
   bool once = false;
+  log_target target = log_target::automatic;                                // --log-target
+  gatherstats::log::severity log_level = gatherstats::log::severity::info;  // --log-level
 };
 
 struct show_help {};

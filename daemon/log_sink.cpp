@@ -1,13 +1,25 @@
 #include "log_sink.hpp"
 
+#define SD_JOURNAL_SUPPRESS_LOCATION  // the call site here tells an operator nothing
+#include <systemd/sd-journal.h>
+
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <vector>
 
 namespace gatherstatsd {
 
 using gatherstats::log::event;
+using gatherstats::log::event_kind;
 using gatherstats::log::severity;
 
 namespace {
+
 const char* level_name(severity s) {
   switch (s) {
     case severity::debug:
@@ -23,9 +35,144 @@ const char* level_name(severity s) {
   }
   return "info";
 }
-}  // namespace
 
-std::string format_event(const event& e) {
+// syslog(3) priorities, as journald expects them.
+int priority(severity s) {
+  switch (s) {
+    case severity::debug:
+      return 7;
+    case severity::info:
+      return 6;
+    case severity::notice:
+      return 5;
+    case severity::warning:
+      return 4;
+    case severity::error:
+      return 3;
+  }
+  return 6;
+}
+
+const char* kind_field(event_kind kind) {
+  switch (kind) {
+    case event_kind::fetch_committed:
+      return "fetch_committed";
+    case event_kind::fetch_failed:
+      return "fetch_failed";
+    case event_kind::fetch_retrying:
+      return "fetch_retrying";
+    case event_kind::tick_skipped:
+      return "tick_skipped";
+    case event_kind::commit_failed:
+      return "commit_failed";
+    case event_kind::database_lost:
+      return "database_lost";
+    case event_kind::database_back:
+      return "database_back";
+    case event_kind::config_loaded:
+      return "config_loaded";
+    case event_kind::config_rejected:
+      return "config_rejected";
+    case event_kind::warning:
+      return "warning";
+    case event_kind::stopping:
+      return "stopping";
+  }
+  return "event";
+}
+
+bool is_space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+
+bool equal_nocase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// password=VALUE, password = 'quoted \' value', passwd=... (also inside
+// sslpassword= and ?password= query parameters). Unquoted values run to the
+// next white space: redacting too much is better than too little.
+std::string redact_keywords(std::string_view in) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < in.size()) {
+    std::size_t keyword_end = std::string_view::npos;
+    for (std::string_view k : {"password", "passwd"}) {
+      if (i + k.size() <= in.size() && equal_nocase(in.substr(i, k.size()), k)) {
+        keyword_end = i + k.size();
+        break;
+      }
+    }
+    if (keyword_end == std::string_view::npos) {
+      out += in[i++];
+      continue;
+    }
+    std::size_t j = keyword_end;
+    while (j < in.size() && is_space(in[j])) ++j;
+    if (j >= in.size() || in[j] != '=') {
+      out.append(in.substr(i, keyword_end - i));
+      i = keyword_end;
+      continue;
+    }
+    ++j;
+    while (j < in.size() && is_space(in[j])) ++j;
+    std::size_t value_end = j;
+    if (value_end < in.size() && in[value_end] == '\'') {
+      ++value_end;
+      while (value_end < in.size() && in[value_end] != '\'') {
+        if (in[value_end] == '\\' && value_end + 1 < in.size()) ++value_end;
+        ++value_end;
+      }
+      if (value_end < in.size()) ++value_end;  // the closing quote
+    } else {
+      while (value_end < in.size() && !is_space(in[value_end])) ++value_end;
+    }
+    out.append(in.substr(i, j - i));
+    out += "***";
+    i = value_end;
+  }
+  return out;
+}
+
+// scheme://user:password@host -> scheme://user:***@host
+std::string redact_userinfo(std::string text) {
+  std::size_t from = 0;
+  for (;;) {
+    auto scheme_end = text.find("://", from);
+    if (scheme_end == std::string::npos) return text;
+    std::size_t start = scheme_end + 3;
+    std::size_t end = start;
+    while (end < text.size() && !is_space(text[end]) && text[end] != '/' && text[end] != '?' &&
+           text[end] != '#' && text[end] != '"')
+      ++end;
+    auto at = text.rfind('@', end == start ? start : end - 1);
+    if (at != std::string::npos && at >= start && at < end) {
+      auto colon = text.find(':', start);
+      if (colon != std::string::npos && colon < at) {
+        text.replace(colon + 1, at - colon - 1, "***");
+        end = colon + 1 + 3 + 1;
+      }
+    }
+    from = end;
+  }
+}
+
+void write_stderr(const std::string& line) {
+  [[maybe_unused]] auto n = ::write(2, line.data(), line.size());
+}
+
+// The event with every text passed through redact_secrets().
+event redacted(const event& e) {
+  event r = e;
+  r.endpoint = redact_secrets(e.endpoint);
+  r.url = redact_secrets(e.url);
+  r.error = redact_secrets(e.error);
+  r.detail = redact_secrets(e.detail);
+  return r;
+}
+
+std::string format_redacted(const event& e) {
   std::string line = level_name(e.level);
   line += ": ";
   line += gatherstats::log::to_string(e.kind);
@@ -38,13 +185,107 @@ std::string format_event(const event& e) {
   return line;
 }
 
+// Journal field values are sent length-delimited (binary-safe), but a field
+// shown in `journalctl` reads best on one line.
+std::string one_line(std::string s) {
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  return s;
+}
+
+}  // namespace
+
+std::string redact_secrets(std::string_view text) { return redact_userinfo(redact_keywords(text)); }
+
+const char* message_id(event_kind kind) {
+  switch (kind) {
+    case event_kind::fetch_committed:
+      return "599cb43527f348bb9f596019c868becc";
+    case event_kind::fetch_failed:
+      return "3a44015876654f82abe4cf0be7775503";
+    case event_kind::fetch_retrying:
+      return "06f3d014320e42abadfedfab68af4248";
+    case event_kind::tick_skipped:
+      return "f90b15f47efd4be8a8b9be71e8cd72f0";
+    case event_kind::commit_failed:
+      return "18f8e089fad14f2aa156b47b658165d1";
+    case event_kind::database_lost:
+      return "09fd041619c84798a5d8b2d0870eb376";
+    case event_kind::database_back:
+      return "2ffacb91002f4823a5f9dfc9862f1661";
+    case event_kind::config_loaded:
+      return "98f7358764224a199038b868ac532c12";
+    case event_kind::config_rejected:
+      return "8665fe3e5ff943ddac3d1de8719b1565";
+    case event_kind::warning:
+      return "ccd200219c684a7482ece36e48fcf31d";
+    case event_kind::stopping:
+      return "057c92539d9447eba28cbf5a4e96eb77";
+  }
+  return "ccd200219c684a7482ece36e48fcf31d";
+}
+
+std::string format_event(const event& e) { return format_redacted(redacted(e)); }
+
 gatherstats::log::event_sink stderr_sink(severity min_level) {
   return [min_level](const event& e) {
     if (e.level < min_level) return;
-    std::string line = "gatherstatsd: " + format_event(e) + "\n";
     // One write per line, so lines from a crash or a pipe never interleave.
-    [[maybe_unused]] auto n = ::write(2, line.data(), line.size());
+    write_stderr("gatherstatsd: " + format_event(e) + "\n");
   };
+}
+
+gatherstats::log::event_sink journal_sink(severity min_level) {
+  return [min_level](const event& original) {
+    if (original.level < min_level) return;
+    const event e = redacted(original);
+    const std::string message = format_redacted(e);
+    std::vector<std::string> fields;
+    fields.push_back("MESSAGE=" + message);
+    fields.push_back("PRIORITY=" + std::to_string(priority(e.level)));
+    fields.push_back(std::string("MESSAGE_ID=") + message_id(e.kind));
+    fields.push_back("SYSLOG_IDENTIFIER=gatherstatsd");
+    fields.push_back(std::string("GATHERSTATS_EVENT=") + kind_field(e.kind));
+    if (!e.endpoint.empty()) fields.push_back("GATHERSTATS_ENDPOINT=" + one_line(e.endpoint));
+    if (!e.url.empty()) fields.push_back("GATHERSTATS_URL=" + one_line(e.url));
+    if (e.kind == event_kind::fetch_committed || e.rows)
+      fields.push_back("GATHERSTATS_ROWS=" + std::to_string(e.rows));
+    if (e.duration.count())
+      fields.push_back("GATHERSTATS_DURATION_MS=" + std::to_string(e.duration.count()));
+    if (e.http_status) fields.push_back("GATHERSTATS_HTTP_STATUS=" + std::to_string(e.http_status));
+    if (!e.error.empty()) fields.push_back("GATHERSTATS_ERROR=" + one_line(e.error));
+
+    std::vector<iovec> iov;
+    iov.reserve(fields.size());
+    for (auto& f : fields) iov.push_back({f.data(), f.size()});
+    // sd_journal_sendv takes the fields as they are (no printf formatting of
+    // values that may hold a '%').
+    if (sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) < 0)
+      write_stderr("gatherstatsd: " + message + "\n");
+  };
+}
+
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  if (!stream) return false;
+  std::string_view s = stream;
+  auto colon = s.find(':');
+  if (colon == std::string_view::npos) return false;
+  char* end = nullptr;
+  std::string dev(s.substr(0, colon)), ino(s.substr(colon + 1));
+  unsigned long long want_dev = std::strtoull(dev.c_str(), &end, 10);
+  if (dev.empty() || *end) return false;
+  unsigned long long want_ino = std::strtoull(ino.c_str(), &end, 10);
+  if (ino.empty() || *end) return false;
+  struct stat st {};
+  if (::fstat(2, &st) != 0) return false;
+  return static_cast<unsigned long long>(st.st_dev) == want_dev &&
+         static_cast<unsigned long long>(st.st_ino) == want_ino;
+}
+
+gatherstats::log::event_sink make_sink(log_target target, severity min_level) {
+  bool journal =
+      target == log_target::journal || (target == log_target::automatic && stderr_is_journal());
+  return journal ? journal_sink(min_level) : stderr_sink(min_level);
 }
 
 }  // namespace gatherstatsd

@@ -2,6 +2,7 @@
 // and in commands.cpp; this file only dispatches.
 #include "command_line.hpp"
 #include "commands.hpp"
+#include "log_sink.hpp"
 #include "run.hpp"
 
 #include "gatherstats/version.hpp"
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
         },
         *parsed.parsed);
   } catch (const std::exception& e) {
-    std::cerr << "gatherstatsd: error: internal: " << e.what() << "\n";
+    std::cerr << "gatherstatsd: error: internal: " << redact_secrets(e.what()) << "\n";
     return 70;
   }
 }

@@ -1,8 +1,12 @@
 // Signals are received on the event loop (asio::signal_set), never handled
 // in signal context; configuration files are read on the blocking pool.
+// systemd hears about every step (notify.hpp): READY=1 as soon as the
+// scheduler runs (the database may still be connecting), RELOADING=1 and
+// READY=1 around a SIGHUP, STOPPING=1 when a stop begins.
 #include "run.hpp"
 
 #include "log_sink.hpp"
+#include "notify.hpp"
 
 #include "gatherstats/collector.hpp"
 #include "gatherstats/config/config.hpp"
@@ -37,13 +41,15 @@ std::string joined(const std::vector<config::config_error>& errors) {
 
 asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::daemon_config cfg,
                             std::string path, asio::any_io_executor blocking,
-                            log::event_sink events) {
+                            log::event_sink events, service_notifier& notifier) {
   auto grace = cfg.shutdown_grace;
   co_await c.async_apply(std::move(cfg));
+  notifier.ready();
   for (;;) {
     auto [ec, signal] = co_await signals.async_wait(use_nothrow);
     if (ec) break;
     if (signal != SIGHUP) break;
+    notifier.reloading();
     auto load = [&path] { return config::load_config_file(path); };
     auto loaded = co_await io::async_run_blocking<config::load_result>(blocking, load);
     if (!loaded.config) {
@@ -51,11 +57,15 @@ asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::dae
       e.error = joined(loaded.errors);
       e.detail = "the running configuration stays in force";
       events(e);
+      // The old configuration still runs: systemd must see the reload end.
+      notifier.ready();
       continue;
     }
     grace = loaded.config->shutdown_grace;
     co_await c.async_apply(std::move(*loaded.config));
+    notifier.ready();
   }
+  notifier.stopping();
   co_await c.async_stop(std::chrono::steady_clock::now() + grace);
 }
 
@@ -64,7 +74,7 @@ asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::dae
 int run_daemon(const run_options& options) {
   auto loaded = config::load_config_file(options.config);
   if (!loaded.config) {
-    for (const auto& e : loaded.errors) std::cerr << e.to_string() << "\n";
+    for (const auto& e : loaded.errors) std::cerr << redact_secrets(e.to_string()) << "\n";
     std::cerr << "gatherstatsd: " << loaded.errors.size() << " error(s) in " << options.config
               << "\n";
     return 2;
@@ -78,7 +88,14 @@ int run_daemon(const run_options& options) {
   asio::thread_pool blocking(1);
   // Before anything runs, so a signal during start-up is not lost.
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
-  auto events = stderr_sink(log::severity::info);
+  // Declared before the collector so that it outlives it; its timers and
+  // posted refreshes only run inside io.run(), while the collector lives.
+  service_notifier notifier(io.get_executor());
+  auto log_events = make_sink(options.target, options.log_level);
+  log::event_sink events = [log_events, &notifier](const log::event& e) {
+    log_events(e);
+    notifier.changed();
+  };
   collector c(io.get_executor(), blocking.get_executor(), events);
   int exit_code = 0;
   auto finish = [&](std::exception_ptr e) {
@@ -86,10 +103,11 @@ int run_daemon(const run_options& options) {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        std::cerr << "gatherstatsd: error: internal: " << ex.what() << "\n";
+        std::cerr << "gatherstatsd: error: internal: " << redact_secrets(ex.what()) << "\n";
       }
       exit_code = 70;
     }
+    notifier.stop();
     // Connections still connecting or idle must not keep the loop alive.
     io.stop();
   };
@@ -100,9 +118,10 @@ int run_daemon(const run_options& options) {
                      finish(e);
                    });
   } else {
+    notifier.start([&c] { return status_line(c.status(), std::chrono::steady_clock::now()); });
     asio::co_spawn(io,
                    serve(c, signals, std::move(*loaded.config), options.config,
-                         blocking.get_executor(), events),
+                         blocking.get_executor(), events, notifier),
                    finish);
   }
   io.run();

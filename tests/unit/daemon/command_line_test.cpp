@@ -1,6 +1,10 @@
 #include "command_line.hpp"
+#include "log_sink.hpp"
+#include "notify.hpp"
 
 #include <catch2/catch.hpp>
+
+#include <set>
 
 using namespace gatherstatsd;
 using namespace std::chrono_literals;
@@ -61,4 +65,94 @@ TEST_CASE("misuse is reported with what was wrong", "[cli]") {
   CHECK_THAT(error_of({"fetch", "a", "--timeout", "soon"}), Catch::Contains("--timeout"));
   CHECK_THAT(error_of({"migrate", "extra"}), Catch::Contains("unexpected argument extra"));
   CHECK_THAT(error_of({"--check", "--once"}), Catch::Contains("cannot be combined"));
+}
+
+TEST_CASE("the daemon's log target and level: defaults, both option forms, and misuse", "[cli]") {
+  using gatherstats::log::severity;
+  auto defaults = parsed_as<run_options>({});
+  CHECK(defaults.target == log_target::automatic);
+  CHECK(defaults.log_level == severity::info);
+
+  CHECK(parsed_as<run_options>({"--log-target", "journal"}).target == log_target::journal);
+  CHECK(parsed_as<run_options>({"--log-target=stderr"}).target == log_target::stderr_lines);
+  CHECK(parsed_as<run_options>({"--log-target", "auto"}).target == log_target::automatic);
+
+  CHECK(parsed_as<run_options>({"--log-level", "debug"}).log_level == severity::debug);
+  CHECK(parsed_as<run_options>({"--log-level=info"}).log_level == severity::info);
+  CHECK(parsed_as<run_options>({"--log-level", "notice"}).log_level == severity::notice);
+  CHECK(parsed_as<run_options>({"--log-level", "warning"}).log_level == severity::warning);
+  CHECK(parsed_as<run_options>({"--log-level", "error"}).log_level == severity::error);
+
+  auto all = parsed_as<run_options>(
+      {"--config", "/tmp/g.yaml", "--log-target=journal", "--log-level", "notice", "--once"});
+  CHECK(all.config == "/tmp/g.yaml");
+  CHECK(all.target == log_target::journal);
+  CHECK(all.log_level == severity::notice);
+  CHECK(all.once);
+
+  CHECK_THAT(
+      error_of({"--log-target", "syslog"}),
+      Catch::Contains("--log-target must be auto, stderr or journal") && Catch::Contains("syslog"));
+  CHECK_THAT(error_of({"--log-level", "verbose"}),
+             Catch::Contains("--log-level must be debug, info, notice, warning or error") &&
+                 Catch::Contains("verbose"));
+  CHECK_THAT(error_of({"--log-level"}), Catch::Contains("--log-level needs a value"));
+  CHECK_THAT(error_of({"--log-target"}), Catch::Contains("--log-target needs a value"));
+}
+
+// The daemon's other pure pieces: what its log records and STATUS= line say.
+
+TEST_CASE("redact_secrets hides conninfo passwords and URL credentials, and nothing else",
+          "[cli][log]") {
+  CHECK(redact_secrets("host=db password=hunter2 dbname=stats") ==
+        "host=db password=*** dbname=stats");
+  CHECK(redact_secrets("password = 'hunter 2\\' x' user=u") == "password = *** user=u");
+  CHECK(redact_secrets("sslpassword=abc PASSWORD=def") == "sslpassword=*** PASSWORD=***");
+  CHECK(redact_secrets("postgresql://u:hunter2@db/stats?sslmode=require") ==
+        "postgresql://u:***@db/stats?sslmode=require");
+  CHECK(redact_secrets("GET https://user:s3cret@host:8443/x failed; http://plain/y") ==
+        "GET https://user:***@host:8443/x failed; http://plain/y");
+  CHECK(redact_secrets("https://host/x?password=s3cret&a=b") == "https://host/x?password=***");
+  // Usernames, ports and words that merely mention passwords stay.
+  CHECK(redact_secrets("postgresql://stats@db:5432/x") == "postgresql://stats@db:5432/x");
+  CHECK(redact_secrets("password authentication failed for user \"u\"") ==
+        "password authentication failed for user \"u\"");
+  CHECK(redact_secrets("http://localhost:8080/stats") == "http://localhost:8080/stats");
+}
+
+TEST_CASE("format_event never shows a secret, and every kind has its own MESSAGE_ID",
+          "[cli][log]") {
+  using namespace gatherstats::log;
+  event e{event_kind::database_lost, severity::error};
+  e.error = "cannot connect with \"host=x password=hunter2\"";
+  CHECK(format_event(e) == "error: database lost: cannot connect with \"host=x password=***");
+
+  std::set<std::string> ids;
+  for (auto k : {event_kind::fetch_committed, event_kind::fetch_failed, event_kind::fetch_retrying,
+                 event_kind::tick_skipped, event_kind::commit_failed, event_kind::database_lost,
+                 event_kind::database_back, event_kind::config_loaded, event_kind::config_rejected,
+                 event_kind::warning, event_kind::stopping}) {
+    std::string id = message_id(k);
+    CHECK(id.size() == 32);
+    CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
+    ids.insert(id);
+  }
+  CHECK(ids.size() == 11);
+}
+
+TEST_CASE("the STATUS= line", "[cli][notify]") {
+  gatherstats::collector_status s;
+  auto now = std::chrono::steady_clock::now();
+  s.endpoints = 3;
+  s.failing = 1;
+  s.connections = 2;
+  CHECK(status_line(s, now) ==
+        "3 endpoints, 1 failing, no commit yet, 0 waiting, 2 db connections");
+  s.endpoints = 1;
+  s.pending = 4;
+  s.connections = 1;
+  s.committed = 7;
+  s.last_commit = now - 2500ms;
+  CHECK(status_line(s, now) ==
+        "1 endpoint, 1 failing, last commit 2s ago, 4 waiting, 1 db connection");
 }
