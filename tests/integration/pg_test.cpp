@@ -30,35 +30,43 @@ asio::awaitable<outcome<std::string>> select_value(std::string conninfo, std::st
   co_return std::string(r->get(0, 0));
 }
 
-asio::awaitable<outcome<bool>> migrate(std::string conninfo, std::string table) {
+// A table name and a connection, the start of every test coroutine below.
+struct session {
+  pg::table_name table;
+  pg::connection conn;
+};
+
+asio::awaitable<outcome<session>> open_session(std::string conninfo, std::string table) {
   auto name = pg::table_name::parse(table);
   if (!name) co_return name.error();
   auto conn = co_await pg::connection::async_connect(conninfo, in(generous));
   if (!conn) co_return conn.error();
-  co_return co_await pg::async_migrate(*conn, *name, in(generous));
+  co_return session{std::move(*name), std::move(*conn)};
+}
+
+asio::awaitable<outcome<bool>> migrate(std::string conninfo, std::string table) {
+  auto s = co_await open_session(conninfo, table);
+  if (!s) co_return s.error();
+  co_return co_await pg::async_migrate(s->conn, s->table, in(generous));
 }
 
 asio::awaitable<outcome<void>> check(std::string conninfo, std::string table) {
-  auto name = pg::table_name::parse(table);
-  if (!name) co_return name.error();
-  auto conn = co_await pg::connection::async_connect(conninfo, in(generous));
-  if (!conn) co_return conn.error();
-  co_return co_await pg::async_check_schema(*conn, *name, in(generous));
+  auto s = co_await open_session(conninfo, table);
+  if (!s) co_return s.error();
+  co_return co_await pg::async_check_schema(s->conn, s->table, in(generous));
 }
 
 // Commits `record` `times` times on one connection; returns the new-row counts.
 asio::awaitable<outcome<std::vector<std::size_t>>> commit(std::string conninfo, std::string table,
                                                           fetch_record record, int times) {
-  auto name = pg::table_name::parse(table);
-  if (!name) co_return name.error();
-  auto conn = co_await pg::connection::async_connect(conninfo, in(generous));
-  if (!conn) co_return conn.error();
+  auto s = co_await open_session(conninfo, table);
+  if (!s) co_return s.error();
   std::vector<std::size_t> created;
   for (int i = 0; i < times; ++i) {
-    auto n = co_await pg::async_commit(*conn, *name, record, in(generous));
+    auto n = co_await pg::async_commit(s->conn, s->table, record, in(generous));
     if (!n) co_return n.error();
     created.push_back(*n);
-    REQUIRE(conn->is_idle());
+    REQUIRE(s->conn.is_idle());
   }
   co_return created;
 }
