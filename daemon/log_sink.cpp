@@ -73,6 +73,10 @@ const char* kind_field(event_kind kind) {
       return "config_loaded";
     case event_kind::config_rejected:
       return "config_rejected";
+    case event_kind::results_spooled:
+      return "results_spooled";
+    case event_kind::results_dropped:
+      return "results_dropped";
     case event_kind::warning:
       return "warning";
     case event_kind::stopping:
@@ -216,6 +220,10 @@ const char* message_id(event_kind kind) {
       return "98f7358764224a199038b868ac532c12";
     case event_kind::config_rejected:
       return "8665fe3e5ff943ddac3d1de8719b1565";
+    case event_kind::results_spooled:
+      return "16c1cc46228042d788700b66df2c1e69";
+    case event_kind::results_dropped:
+      return "83d7cc8156bb4ef691b68dc1bd2f22ca";
     case event_kind::warning:
       return "ccd200219c684a7482ece36e48fcf31d";
     case event_kind::stopping:

@@ -3,8 +3,10 @@
 // what an old poller's last fetch submits.
 #include "gatherstats/collector.hpp"
 
+#include "gatherstats/io/blocking.hpp"
 #include "gatherstats/pg/pool.hpp"
 #include "gatherstats/sched/endpoint_poller.hpp"
+#include "gatherstats/spool/spool.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -43,6 +45,10 @@ const char* log::to_string(event_kind kind) {
       return "configuration loaded";
     case event_kind::config_rejected:
       return "configuration rejected";
+    case event_kind::results_spooled:
+      return "results spooled";
+    case event_kind::results_dropped:
+      return "results dropped";
     case event_kind::warning:
       return "warning";
     case event_kind::stopping:
@@ -62,6 +68,8 @@ struct collector::state {
   std::uint64_t committed = 0;
   std::uint64_t commit_failures = 0;
   steady::time_point last_commit{};
+  // Only ever touched on the blocking pool's single thread.
+  std::unique_ptr<spool::directory_spool> spool;
 
   state(asio::any_io_executor e, asio::any_io_executor b, log::event_sink ev)
       : ex(e), blocking(b), events(std::move(ev)) {}
@@ -70,7 +78,28 @@ struct collector::state {
     if (events) events(e);
   }
 
-  void committed_one(const fetch_record& record, const outcome<std::size_t>& result) {
+  void emit_error(log::event_kind kind, std::string endpoint, std::string error) {
+    log::event e{kind, log::severity::error};
+    e.endpoint = std::move(endpoint);
+    e.error = std::move(error);
+    emit(e);
+  }
+
+  // A spooled fetch is committed (or refused for good): its file goes.
+  static asio::awaitable<void> async_unspool(std::shared_ptr<state> s, std::uint64_t id,
+                                             std::string name) {
+    auto remove = [s, id]() -> outcome<void> {
+      if (!s->spool) return {};
+      return s->spool->remove(id);
+    };
+    auto removed = co_await io::async_run_blocking<outcome<void>>(s->blocking, remove);
+    if (!removed) s->emit_error(log::event_kind::warning, name, removed.error().message);
+  }
+
+  void committed_one(const fetch_record& record, const outcome<std::size_t>& result,
+                     std::shared_ptr<state> self) {
+    if (record.spool_id != 0)
+      asio::co_spawn(ex, async_unspool(self, record.spool_id, record.name), asio::detached);
     if (!result) {
       ++commit_failures;
       return;  // the pool reported it
@@ -99,7 +128,7 @@ struct collector::state {
     auto p = std::make_unique<pg::pool>(
         ex, std::move(settings),
         [weak](const fetch_record& r, const outcome<std::size_t>& result) {
-          if (auto s = weak.lock()) s->committed_one(r, result);
+          if (auto s = weak.lock()) s->committed_one(r, result, s);
         },
         events);
     p->start();
@@ -131,6 +160,105 @@ struct collector::state {
   }
 };
 
+namespace {
+
+using state_ptr = std::shared_ptr<collector::state>;
+
+// Opens the configured spool (on the blocking pool); a spool that cannot be
+// opened is reported, and the daemon runs on without one.
+asio::awaitable<void> async_open_spool(state_ptr s, config::spool_config cfg) {
+  auto open = [s, cfg]() -> outcome<void> {
+    auto policy = cfg.when_full == config::spool_full_policy::drop_oldest
+                      ? spool::full_policy::drop_oldest
+                      : spool::full_policy::stop;
+    auto opened = spool::directory_spool::open(cfg.directory, cfg.max_bytes, policy);
+    if (!opened) return opened.error();
+    s->spool = std::make_unique<spool::directory_spool>(std::move(*opened));
+    return {};
+  };
+  auto opened = co_await io::async_run_blocking<outcome<void>>(s->blocking, open);
+  if (!opened) {
+    log::event e{log::event_kind::warning, log::severity::error};
+    e.error = opened.error().message;
+    e.detail = "no spool: fetches still waiting for the database at shutdown will be lost";
+    s->emit(e);
+  }
+}
+
+// What a previous run left in the spool is committed first, ahead of any new
+// fetch; each file is removed once its fetch is committed.
+asio::awaitable<void> async_replay_spool(state_ptr s) {
+  co_await async_open_spool(s, s->current->spool);
+  using loaded = std::pair<std::vector<fetch_record>, std::vector<std::string>>;
+  auto load_all = [s]() -> loaded {
+    loaded out;
+    if (!s->spool) return out;
+    for (const auto& entry : s->spool->entries()) {
+      auto record = s->spool->load(entry.id);
+      if (!record) {
+        out.second.push_back(record.error().message);  // moved aside, named
+        continue;
+      }
+      record->spool_id = entry.id;
+      out.first.push_back(std::move(*record));
+    }
+    return out;
+  };
+  auto found = co_await io::async_run_blocking<loaded>(s->blocking, load_all);
+  for (auto& problem : found.second)
+    s->emit_error(log::event_kind::warning, {}, "spool: " + problem);
+  if (found.first.empty()) co_return;
+  log::event e{log::event_kind::results_spooled, log::severity::notice};
+  e.rows = found.first.size();
+  e.detail =
+      std::to_string(found.first.size()) + " spooled fetch(es) from the last run queued for commit";
+  s->emit(e);
+  for (auto& r : found.first) s->pool->submit(std::move(r));
+}
+
+// At shutdown: what the database did not take goes to the spool (fetches
+// that came from the spool are still there). Returns how many were lost.
+asio::awaitable<std::size_t> async_spool_leftovers(state_ptr s, std::deque<fetch_record> left) {
+  std::vector<fetch_record> to_store;
+  for (auto& r : left)
+    if (r.spool_id == 0) to_store.push_back(std::move(r));
+  if (to_store.empty()) co_return 0;
+  struct stored {
+    std::size_t written = 0;
+    std::vector<std::string> dropped;  // "endpoint at fetched_at: why"
+  };
+  auto store_all = [s, &to_store]() -> stored {
+    stored out;
+    for (const auto& r : to_store) {
+      if (!s->spool) {
+        out.dropped.push_back(r.name + ": no spool");
+        continue;
+      }
+      auto result = s->spool->store(r);
+      if (!result) {
+        out.dropped.push_back(r.name + ": " + result.error().message);
+        continue;
+      }
+      ++out.written;
+      for (const auto& d : result->dropped)
+        out.dropped.push_back(d.path + ": dropped, the spool is full");
+    }
+    return out;
+  };
+  auto result = co_await io::async_run_blocking<stored>(s->blocking, store_all);
+  if (result.written > 0) {
+    log::event e{log::event_kind::results_spooled, log::severity::notice};
+    e.rows = result.written;
+    e.detail = std::to_string(result.written) +
+               " fetch(es) written to the spool, to be committed at the next start";
+    s->emit(e);
+  }
+  for (auto& why : result.dropped) s->emit_error(log::event_kind::results_dropped, {}, why);
+  co_return result.dropped.size();
+}
+
+}  // namespace
+
 collector::collector(asio::any_io_executor ex, asio::any_io_executor blocking,
                      log::event_sink events)
     : state_(std::make_shared<state>(ex, blocking, std::move(events))) {}
@@ -146,6 +274,7 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
   else
     s->limiter->set_limit(cfg.max_concurrent_fetches);
 
+  bool first = !s->pool;
   if (!s->pool || s->current->database != cfg.database) {
     auto fresh = s->make_pool(cfg.database, s);
     if (s->pool) {
@@ -175,6 +304,7 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
   for (auto& [name, old] : s->pollers) old->stop();
   s->pollers = std::move(next);
   s->current = std::move(cfg);
+  if (first) co_await async_replay_spool(s);
 
   log::event e{log::event_kind::config_loaded, log::severity::notice};
   e.detail = std::to_string(s->pollers.size()) + " endpoint(s)";
@@ -237,14 +367,9 @@ asio::awaitable<std::size_t> collector::async_stop(steady::time_point until) {
   s->emit(e);
   for (auto& [name, p] : s->pollers) p->stop();
   for (auto& [name, p] : s->pollers) co_await p->async_wait_stopped(until);
-  std::size_t left = 0;
-  if (s->pool) left = (co_await s->pool->async_drain(until)).size();
-  if (left > 0) {
-    log::event lost{log::event_kind::commit_failed, log::severity::error};
-    lost.error = std::to_string(left) + " fetch(es) not committed before the shutdown deadline";
-    s->emit(lost);
-  }
-  co_return left;
+  std::deque<fetch_record> left;
+  if (s->pool) left = co_await s->pool->async_drain(until);
+  co_return co_await async_spool_leftovers(s, std::move(left));
 }
 
 collector_status collector::status() const {

@@ -85,8 +85,13 @@ struct daemon_process {
   std::filesystem::path log;
   std::unique_ptr<test::child> process;
 
+  // Unless the test chose one, the spool lives in this daemon's own
+  // directory, so no test ever replays another's leftovers.
   explicit daemon_process(const std::string& yaml) {
-    config = dir.write("gatherstats.yaml", yaml);
+    config = dir.write("gatherstats.yaml", yaml.find("\nspool:") != std::string::npos
+                                               ? yaml
+                                               : yaml + "spool: {directory: \"" +
+                                                     (dir.path() / "spool").string() + "\"}\n");
     log = dir.path() / "stderr.log";
     process = std::make_unique<test::child>(
         std::vector<std::string>{test::daemon_bin(), "--config", config.string()}, log.string());
@@ -397,4 +402,63 @@ TEST_CASE("a statement timeout frees a connection held by a stuck database, and 
   d.stop_cleanly();
   // The fetches made while the table was locked waited and were committed.
   check_every_tick_stored(db, url);
+}
+
+TEST_CASE(
+    "SIGTERM while the database is down spools the waiting fetches; the next start "
+    "commits them",
+    "[daemon][spool]") {
+  test::scratch_database db;
+  migrate(db);
+  test::test_server server;
+  test::temp_dir state;
+  const std::string url = server.url("/stats");
+  const std::string spool_dir = (state.path() / "spool").string();
+  auto yaml = [&](const std::string& conninfo) {
+    return "database:\n  conninfo: \"" + conninfo +
+           "\"\n  connect_timeout: 500ms\n"
+           "spool: {directory: \"" +
+           spool_dir +
+           "\"}\n"
+           "shutdown_grace: 1s\n"
+           "defaults:\n  interval: 1s\n  timeout: 900ms\n"
+           "endpoints:\n  - {name: a, url: \"" +
+           url + "\"}\n";
+  };
+  auto spooled_files = [&] {
+    std::size_t n = 0;
+    std::error_code ec;
+    for (const auto& f : std::filesystem::directory_iterator(spool_dir, ec))
+      n += f.path().extension() == ".rec";
+    return n;
+  };
+
+  {
+    // Nothing listens on port 1: every commit waits.
+    daemon_process down(yaml("host=127.0.0.1 port=1 dbname=" + db.name()));
+    // Four fetches made (the server counts them), none committed.
+    auto fetched = [&] {
+      auto body = http_get(server.url("/_count?path=/stats"));  // {"requests":N}
+      return std::atoi(body.c_str() + body.find(':') + 1);
+    };
+    REQUIRE(eventually([&] { return fetched() >= 4; }, 15s));
+    down.stop_cleanly();
+    INFO(down.log_text());
+    CHECK_THAT(down.log_text(), Catch::Contains("results spooled"));
+    CHECK(spooled_files() >= 3);
+  }
+  const std::size_t spooled = spooled_files();
+  CHECK(spooled >= 3);
+  CHECK(db.count() == 0);
+
+  // The database is back: the spooled fetches are committed first, whole,
+  // and their files removed.
+  daemon_process up(yaml(db.conninfo()));
+  REQUIRE(eventually([&] { return spooled_files() == 0; }, 15s));
+  REQUIRE(eventually([&] { return fetches_of(db, url) >= static_cast<long long>(spooled); }, 15s));
+  up.stop_cleanly();
+  CHECK_THAT(up.log_text(), Catch::Contains("spooled fetch(es) from the last run"));
+  CHECK(db.query("SELECT fetched_at FROM gatherstats_statistic GROUP BY fetched_at"
+                 " HAVING count(*) <> 15")
+            .empty());
 }

@@ -40,6 +40,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -289,8 +290,9 @@ struct server_state {
   std::filesystem::path root;
   std::string gzip_bomb;
   std::uint64_t requests = 0;
-  std::uint64_t hanging = 0;       // /hang requests open now
-  std::uint64_t most_hanging = 0;  // the most ever open at once
+  std::map<std::string, std::uint64_t, std::less<>> by_path;  // requests per path
+  std::uint64_t hanging = 0;                                  // /hang requests open now
+  std::uint64_t most_hanging = 0;                             // the most ever open at once
 };
 
 std::optional<std::uint64_t> parse_number(std::string_view text) {
@@ -363,6 +365,10 @@ class session {
       request req;
       co_await http::async_read(stream_, buffer, req, use_awaitable);
       const std::uint64_t seen = state_.requests++;
+      {
+        const std::string_view t = req.target();
+        ++state_.by_path[std::string(t.substr(0, t.find('?')))];
+      }
       ++served_;
       bool keep_going = co_await respond(req, seen);
       if (!keep_going) co_return;
@@ -379,6 +385,14 @@ class session {
     const std::string_view path = target.substr(0, target.find('?'));
     if (req.method() != http::verb::get)
       co_return co_await send(req, 405, R"({"error":"GET only"})");
+    if (path == "/_count" && target.size() > path.size() + 6 &&
+        target.substr(path.size(), 6) == "?path=") {
+      const std::string counted(target.substr(path.size() + 6));
+      auto found = state_.by_path.find(counted);
+      const std::string body =
+          R"({"requests":)" + to_string(found == state_.by_path.end() ? 0 : found->second) + "}";
+      co_return co_await send(req, 200, body);
+    }
     if (path == "/_count")
       co_return co_await send(req, 200, R"({"requests":)" + to_string(seen) + "}");
     if (path == "/stats") co_return co_await send(req, 200, stats_document(seen));
@@ -708,7 +722,9 @@ int main(int argc, char** argv) {
   // Asio makes stdin non-blocking, which would leak into a shared terminal.
   const int stdin_flags = ::fcntl(STDIN_FILENO, F_GETFL);
   try {
-    server_state state{.root = opts.root, .gzip_bomb = make_gzip_bomb()};
+    server_state state;
+    state.root = opts.root;
+    state.gzip_bomb = make_gzip_bomb();
     std::optional<ssl::context> tls;
     if (!opts.cert.empty()) {
       tls.emplace(ssl::context::tls_server);

@@ -52,8 +52,9 @@ class collector {
 
   collector_status status() const;
 
- private:
   struct state;
+
+ private:
   std::shared_ptr<state> state_;
 };
 

@@ -5,6 +5,7 @@
 #include "gatherstats/json/flatten.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace gatherstats {
@@ -16,6 +17,7 @@ struct fetch_record {
   std::string endpoint;  // the value stored in the endpoint column
   timestamp fetched_at;  // the instant the whole body was received, UTC
   json::flat_rows rows;
+  std::uint64_t spool_id = 0;  // its entry in the on-disk spool; 0: not spooled
 };
 
 // The current time, truncated to the microseconds PostgreSQL stores.

@@ -21,6 +21,8 @@ enum class event_kind {
   database_back,    // a connection works again
   config_loaded,    // the configuration in force (at start or after a reload)
   config_rejected,  // a reload found errors; the old configuration runs on
+  results_spooled,  // fetches not yet committed were written to the spool
+  results_dropped,  // a fetch was dropped (spool full or unwritable): lost
   warning,          // something an operator should fix (e.g. TLS checks off)
   stopping,         // shutdown began
 };
