@@ -26,8 +26,8 @@
 //   configuration rejected  8665fe3e5ff943ddac3d1de8719b1565
 //   warning                 ccd200219c684a7482ece36e48fcf31d
 //   stopping                057c92539d9447eba28cbf5a4e96eb77
-//   results spooled         16c1cc46228042d788700b66df2c1e69  
-//   results dropped         83d7cc8156bb4ef691b68dc1bd2f22ca  
+//   results spooled         16c1cc46228042d788700b66df2c1e69
+//   results dropped         83d7cc8156bb4ef691b68dc1bd2f22ca
 //
 // Secrets: events carry redacted URLs already; as a second line of defence
 // every text is passed through redact_secrets() before it is written, so a

@@ -66,10 +66,6 @@ void check_every_tick_stored(const test::scratch_database& db, const std::string
   }
 }
 
-void migrate(const test::scratch_database& db) {
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
-}
-
 // A GET from the test, for the test server's own counters.
 std::string http_get(const std::string& url) {
   return test::run_async([](std::string u) -> boost::asio::awaitable<std::string> {
@@ -141,7 +137,7 @@ TEST_CASE("gatherstatsd --check accepts a valid file and reports every error wit
 TEST_CASE("gatherstatsd --once fetches every endpoint once and says whether all were committed",
           "[daemon][once]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server("", data_dir);
   const std::string a = server.url("/files/asset_counts.json"), b = server.url("/stats");
   test::temp_dir dir;
@@ -177,7 +173,7 @@ TEST_CASE(
     "exits 0 with every fetch whole",
     "[daemon][isolation]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server;
   const std::string healthy = server.url("/stats");
   daemon_process d(database_yaml(db) +
@@ -216,7 +212,7 @@ TEST_CASE(
 TEST_CASE("SIGHUP applies a valid configuration and keeps the old one for a broken file",
           "[daemon][reload]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server("", data_dir);
   const std::string a = server.url("/stats"), b = server.url("/files/asset_counts.json");
   auto with = [&](const std::string& endpoints) {
@@ -258,7 +254,7 @@ TEST_CASE("SIGHUP applies a valid configuration and keeps the old one for a brok
 TEST_CASE("transient failures are retried at most `retries` times within the tick",
           "[daemon][retry]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server;
   daemon_process d(database_yaml(db) +
                    "endpoints:\n"
@@ -275,7 +271,7 @@ TEST_CASE("transient failures are retried at most `retries` times within the tic
 TEST_CASE("commits go on when the database drops the connections, and across a database reload",
           "[daemon][pool]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server;
   const std::string url = server.url("/stats");
   auto yaml = [&](int pool_size) {
@@ -317,7 +313,7 @@ TEST_CASE("commits go on when the database drops the connections, and across a d
 
 TEST_CASE("a rotated bearer token is used without a reload and never logged", "[daemon][secrets]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server;
   test::temp_dir secrets;
   auto token = secrets.write("token", "first-secret-token\n");
@@ -352,7 +348,7 @@ TEST_CASE("a rotated bearer token is used without a reload and never logged", "[
 TEST_CASE("max_concurrent_fetches bounds the fetches in flight across endpoints",
           "[daemon][limit]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server;
   // Three aligned endpoints (their ticks fall together) that hang for their
   // whole timeout, one fetch allowed at a time: the server must never see two
@@ -379,7 +375,7 @@ TEST_CASE("max_concurrent_fetches bounds the fetches in flight across endpoints"
 TEST_CASE("a statement timeout frees a connection held by a stuck database, and nothing is lost",
           "[daemon][pool]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server;
   const std::string url = server.url("/stats");
   daemon_process d("database:\n  conninfo: \"" + db.conninfo() +
@@ -409,7 +405,7 @@ TEST_CASE(
     "commits them",
     "[daemon][spool]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server;
   test::temp_dir state;
   const std::string url = server.url("/stats");

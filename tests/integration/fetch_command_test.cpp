@@ -25,11 +25,6 @@ run_result fetch(const test::scratch_database& db, std::vector<std::string> args
   return gatherstatsd(args);
 }
 
-void migrate(const test::scratch_database& db) {
-  auto r = gatherstatsd({"migrate", "--database", db.conninfo()});
-  REQUIRE(r.exit_code == 0);
-}
-
 // A failure is exactly one line on stderr, and nothing on stdout.
 void require_one_line_failure(const run_result& r, const std::string& expected) {
   INFO("stdout: " << r.out << "\nstderr: " << r.err);
@@ -63,7 +58,7 @@ long long distinct_fetched_at(const test::scratch_database& db) {
 
 TEST_CASE("fetch from a file stores the original's six rows", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   auto path = data_dir + "/asset_counts.json";
   auto r = fetch(db, {path});
   INFO(r.err);
@@ -75,7 +70,7 @@ TEST_CASE("fetch from a file stores the original's six rows", "[fetch]") {
 
 TEST_CASE("fetch records a file as file:// and its absolute, normalised path", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   SECTION("a path with .. in it") {
     REQUIRE(fetch(db, {data_dir + "/../data/asset_counts.json"}).exit_code == 0);
   }
@@ -87,7 +82,7 @@ TEST_CASE("fetch records a file as file:// and its absolute, normalised path", "
 
 TEST_CASE("fetch --endpoint records the given endpoint instead", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   auto r = fetch(
       db, {data_dir + "/asset_counts.json", "--endpoint", "http://iar-backend.invalid/stats"});
   REQUIRE(r.exit_code == 0);
@@ -96,7 +91,7 @@ TEST_CASE("fetch --endpoint records the given endpoint instead", "[fetch]") {
 
 TEST_CASE("fetch over HTTP records the URL", "[fetch][http]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   test::test_server server("", data_dir);
   auto url = server.url("/files/asset_counts.json");
   auto r = fetch(db, {url});
@@ -108,7 +103,7 @@ TEST_CASE("fetch over HTTP records the URL", "[fetch][http]") {
 
 TEST_CASE("fetch over HTTPS verifies the peer against --ca-file", "[fetch][https]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   const std::string ca = test::cert_dir() + "/ca.pem";
 
   SECTION("a valid certificate for localhost") {
@@ -160,14 +155,14 @@ TEST_CASE("fetch over HTTPS verifies the peer against --ca-file", "[fetch][https
 
 TEST_CASE("a document with a non-numeric value is rejected whole under strict", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   require_one_line_failure(fetch(db, {data_dir + "/bad_value.json"}), "bar.bang");
   CHECK(db.count() == 0);
 }
 
 TEST_CASE("fetch --values skip drops the non-numeric leaf and keeps the rest", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   auto path = data_dir + "/bad_value.json";
   auto r = fetch(db, {path, "--values", "skip"});
   REQUIRE(r.exit_code == 0);
@@ -178,14 +173,14 @@ TEST_CASE("fetch --values skip drops the non-numeric leaf and keeps the rest", "
 
 TEST_CASE("a list at the top level is rejected", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   require_one_line_failure(fetch(db, {data_dir + "/top_level_list.json"}), "not a JSON object");
   CHECK(db.count() == 0);
 }
 
 TEST_CASE("a null deep inside an otherwise valid document writes nothing", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   require_one_line_failure(fetch(db, {data_dir + "/deep_null.json"}),
                            "asset_counts.by_institution.INSTB.detail.x.y.complete");
   CHECK(db.count() == 0);
@@ -193,7 +188,7 @@ TEST_CASE("a null deep inside an otherwise valid document writes nothing", "[fet
 
 TEST_CASE("fetch failures from the network or the database write nothing and say why", "[fetch]") {
   test::scratch_database db;
-  migrate(db);
+  db.migrate();
   SECTION("HTTP 500") {
     test::test_server server;
     require_one_line_failure(fetch(db, {server.url("/status/500")}), "HTTP 500");

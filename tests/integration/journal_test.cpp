@@ -221,7 +221,7 @@ TEST_CASE(
     "fields",
     "[daemon][journal]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  db.migrate();
   test::test_server server;
   test::temp_dir dir;
   auto config = dir.write("gatherstats.yaml", config_yaml(db.conninfo(), server.url("/stats"),
@@ -278,7 +278,7 @@ TEST_CASE(
     "stderr, in a fetch, a failure, a lost database or a rejected configuration",
     "[daemon][journal][secrets]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  db.migrate();
   test::test_server server;
   test::temp_dir dir;
   // Trust authentication ignores the password; it must still never show.

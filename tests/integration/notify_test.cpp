@@ -142,7 +142,7 @@ TEST_CASE(
     "SIGHUP, STOPPING on SIGTERM",
     "[daemon][notify]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  db.migrate();
   test::test_server server;
   test::temp_dir dir;
   auto config = dir.write("gatherstats.yaml", config_yaml(db, server));
@@ -243,7 +243,7 @@ TEST_CASE(
 
 TEST_CASE("without NOTIFY_SOCKET the daemon runs and stops as before", "[daemon][notify]") {
   test::scratch_database db;
-  REQUIRE(test::run({test::daemon_bin(), "migrate", "--database", db.conninfo()}).exit_code == 0);
+  db.migrate();
   test::test_server server;
   test::temp_dir dir;
   auto config = dir.write("gatherstats.yaml", config_yaml(db, server));

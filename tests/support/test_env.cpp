@@ -102,6 +102,12 @@ void scratch_database::create_original_table() const {
       "COMMIT;");
 }
 
+void scratch_database::migrate() const {
+  auto r = run({daemon_bin(), "migrate", "--database", conninfo_});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+}
+
 test_server::test_server(std::string cert, std::string root, std::string listen)
     : tls_(!cert.empty()) {
   std::vector<std::string> argv{GATHERSTATS_TEST_SERVER_BIN, "--listen", listen};

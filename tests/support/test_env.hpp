@@ -41,6 +41,8 @@ class scratch_database {
   long long count(const std::string& table = "gatherstats_statistic") const;
   // The table the original tool's Django migration created.
   void create_original_table() const;
+  // `gatherstatsd migrate` against this database; fails the test if it fails.
+  void migrate() const;
 
  private:
   std::string name_;
