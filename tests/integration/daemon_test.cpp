@@ -1,8 +1,8 @@
 // gatherstatsd as a daemon: real processes, the real private PostgreSQL and
 // the project's test server on loopback. Every wait is on a condition with
 // a deadline.
+#include "support/daemon.hpp"
 #include "gatherstats/http/client.hpp"
-#include "support/test_env.hpp"
 
 #include <libpq-fe.h>
 #include <catch2/catch.hpp>
@@ -18,92 +18,6 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 const std::string data_dir = test::source_dir() + "/tests/data";
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Polls `condition` (a database query, a log file) until it holds or the
-// deadline passes. There is no event to wait on from outside the daemon.
-template <class Condition>
-bool eventually(Condition condition, std::chrono::milliseconds within) {
-  auto until = steady::now() + within;
-  while (!condition()) {
-    if (steady::now() > until) return false;
-    std::this_thread::sleep_for(50ms);  // ok-sleep: polling interval of a deadline wait
-  }
-  return true;
-}
-
-std::string database_yaml(const test::scratch_database& db) {
-  return "database:\n  conninfo: \"" + db.conninfo() + "\"\n  pool_size: 2\n";
-}
-
-long long fetches_of(const test::scratch_database& db, const std::string& endpoint) {
-  return std::stoll(
-      db.query("SELECT count(DISTINCT fetched_at) FROM gatherstats_statistic"
-               " WHERE endpoint = '" +
-               endpoint + "'")[0][0]);
-}
-
-// Every tick of a 1 s endpoint is stored: consecutive fetches of `endpoint`
-// are between `min_gap` and 1.25 s apart (250 ms of tolerance for a loaded
-// machine; the measured jitter is in docs/performance.md).
-void check_every_tick_stored(const test::scratch_database& db, const std::string& endpoint,
-                             double min_gap = 0) {
-  auto times = db.query(
-      "SELECT extract(epoch FROM fetched_at)::float8 FROM gatherstats_statistic"
-      " WHERE endpoint = '" +
-      endpoint + "' GROUP BY fetched_at ORDER BY fetched_at");
-  for (std::size_t i = 1; i < times.size(); ++i) {
-    double gap = std::stod(times[i][0]) - std::stod(times[i - 1][0]);
-    INFO("gap " << i << ": " << gap);
-    CHECK(gap > min_gap);
-    CHECK(gap < 1.25);
-  }
-}
-
-// A GET from the test, for the test server's own counters.
-std::string http_get(const std::string& url) {
-  return test::run_async([](std::string u) -> boost::asio::awaitable<std::string> {
-    auto client = gatherstats::http::client::create({});
-    auto r = co_await client->async_get(u, 1024, steady::now() + 5s);
-    co_return r ? r->body : r.error().message;
-  }(url));
-}
-
-struct daemon_process {
-  test::temp_dir dir;
-  std::filesystem::path config;
-  std::filesystem::path log;
-  std::unique_ptr<test::child> process;
-
-  // Unless the test chose one, the spool lives in this daemon's own
-  // directory, so no test ever replays another's leftovers.
-  explicit daemon_process(const std::string& yaml) {
-    config = dir.write("gatherstats.yaml", yaml.find("\nspool:") != std::string::npos
-                                               ? yaml
-                                               : yaml + "spool: {directory: \"" +
-                                                     (dir.path() / "spool").string() + "\"}\n");
-    log = dir.path() / "stderr.log";
-    process = std::make_unique<test::child>(
-        std::vector<std::string>{test::daemon_bin(), "--config", config.string()}, log.string());
-  }
-  std::string log_text() const { return read_file(log); }
-  // SIGTERM, then the exit code must be 0.
-  void stop_cleanly() const {
-    auto code = process->signal_and_wait(SIGTERM, 15s);
-    INFO(log_text());
-    REQUIRE(code.has_value());
-    CHECK(*code == 0);
-  }
-  bool logged(const std::string& what, std::chrono::milliseconds within) const {
-    return eventually([&] { return log_text().find(what) != std::string::npos; }, within);
-  }
-};
 
 }  // namespace
 
@@ -141,7 +55,7 @@ TEST_CASE("gatherstatsd --once fetches every endpoint once and says whether all 
   test::test_server server("", data_dir);
   const std::string a = server.url("/files/asset_counts.json"), b = server.url("/stats");
   test::temp_dir dir;
-  auto good = dir.write("once.yaml", database_yaml(db) +
+  auto good = dir.write("once.yaml", test::database_yaml(db) +
                                          "endpoints:\n"
                                          "  - {name: a, url: \"" +
                                          a +
@@ -151,11 +65,11 @@ TEST_CASE("gatherstatsd --once fetches every endpoint once and says whether all 
   auto r = test::run({test::daemon_bin(), "--config", good.string(), "--once"});
   INFO(r.err);
   CHECK(r.exit_code == 0);
-  CHECK(fetches_of(db, a) == 1);
-  CHECK(fetches_of(db, b) == 1);
+  CHECK(test::fetches_of(db, a) == 1);
+  CHECK(test::fetches_of(db, b) == 1);
   CHECK(db.count() == 6 + 15);
 
-  auto failing = dir.write("failing.yaml", database_yaml(db) +
+  auto failing = dir.write("failing.yaml", test::database_yaml(db) +
                                                "endpoints:\n"
                                                "  - {name: a, url: \"" +
                                                a +
@@ -165,7 +79,7 @@ TEST_CASE("gatherstatsd --once fetches every endpoint once and says whether all 
   auto f = test::run({test::daemon_bin(), "--config", failing.string(), "--once"});
   CHECK(f.exit_code == 1);
   CHECK_THAT(f.err, Catch::Contains("fetch failed endpoint=broken") && Catch::Contains("HTTP 404"));
-  CHECK(fetches_of(db, a) == 2);
+  CHECK(test::fetches_of(db, a) == 2);
 }
 
 TEST_CASE(
@@ -176,27 +90,27 @@ TEST_CASE(
   db.migrate();
   test::test_server server;
   const std::string healthy = server.url("/stats");
-  daemon_process d(database_yaml(db) +
-                   "defaults:\n  interval: 1s\n  timeout: 900ms\n  retries: 0\n"
-                   "endpoints:\n"
-                   "  - {name: healthy, url: \"" +
-                   healthy +
-                   "\"}\n"
-                   "  - {name: hang, url: \"" +
-                   server.url("/hang") +
-                   "\"}\n"
-                   "  - {name: drip, url: \"" +
-                   server.url("/drip") +
-                   "\"}\n"
-                   "  - {name: garbage, url: \"" +
-                   server.url("/garbage") + "\"}\n");
-  REQUIRE(eventually([&] { return fetches_of(db, healthy) >= 6; }, 20s));
+  test::daemon_process d(test::database_yaml(db) +
+                         "defaults:\n  interval: 1s\n  timeout: 900ms\n  retries: 0\n"
+                         "endpoints:\n"
+                         "  - {name: healthy, url: \"" +
+                         healthy +
+                         "\"}\n"
+                         "  - {name: hang, url: \"" +
+                         server.url("/hang") +
+                         "\"}\n"
+                         "  - {name: drip, url: \"" +
+                         server.url("/drip") +
+                         "\"}\n"
+                         "  - {name: garbage, url: \"" +
+                         server.url("/garbage") + "\"}\n");
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, healthy) >= 6; }, 20s));
   INFO(d.log_text());
 
   // Every tick of the healthy endpoint was stored, one second apart, give or
   // take the stated tolerance (250 ms), however the others behaved.
-  check_every_tick_stored(db, healthy, 0.75);
-  CHECK(db.count() == fetches_of(db, healthy) * 15);  // nothing from the others
+  test::check_every_tick_stored(db, healthy, 0.75);
+  CHECK(db.count() == test::fetches_of(db, healthy) * 15);  // nothing from the others
   CHECK(d.logged("fetch failed endpoint=hang", 5s));
   CHECK(d.logged("fetch failed endpoint=drip", 5s));
   CHECK(d.logged("fetch failed endpoint=garbage", 5s));
@@ -216,18 +130,18 @@ TEST_CASE("SIGHUP applies a valid configuration and keeps the old one for a brok
   test::test_server server("", data_dir);
   const std::string a = server.url("/stats"), b = server.url("/files/asset_counts.json");
   auto with = [&](const std::string& endpoints) {
-    return database_yaml(db) + "defaults:\n  interval: 1s\n  timeout: 900ms\nendpoints:\n" +
+    return test::database_yaml(db) + "defaults:\n  interval: 1s\n  timeout: 900ms\nendpoints:\n" +
            endpoints;
   };
   const std::string a_line = "  - {name: a, url: \"" + a + "\"}\n";
   const std::string b_line = "  - {name: b, url: \"" + b + "\"}\n";
-  daemon_process d(with(a_line));
-  REQUIRE(eventually([&] { return fetches_of(db, a) >= 1; }, 10s));
+  test::daemon_process d(with(a_line));
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, a) >= 1; }, 10s));
 
   // Add b.
   std::ofstream(d.config) << with(a_line + b_line);
   ::kill(d.process->pid(), SIGHUP);
-  bool b_started = eventually([&] { return fetches_of(db, b) >= 2; }, 10s);
+  bool b_started = test::eventually([&] { return test::fetches_of(db, b) >= 2; }, 10s);
   INFO(d.log_text());
   REQUIRE(b_started);
 
@@ -235,18 +149,19 @@ TEST_CASE("SIGHUP applies a valid configuration and keeps the old one for a brok
   std::ofstream(d.config) << "endpoints: [ this is not: valid\n";
   ::kill(d.process->pid(), SIGHUP);
   REQUIRE(d.logged("configuration rejected", 10s));
-  auto a_before = fetches_of(db, a), b_before = fetches_of(db, b);
-  CHECK(eventually([&] { return fetches_of(db, a) > a_before && fetches_of(db, b) > b_before; },
-                   10s));
+  auto a_before = test::fetches_of(db, a), b_before = test::fetches_of(db, b);
+  CHECK(test::eventually(
+      [&] { return test::fetches_of(db, a) > a_before && test::fetches_of(db, b) > b_before; },
+      10s));
 
   // Remove a: it stops (after at most its in-flight fetch); b goes on.
   std::ofstream(d.config) << with(b_line);
   ::kill(d.process->pid(), SIGHUP);
   REQUIRE(d.logged("configuration loaded (1 endpoint(s))", 10s));
-  auto a_at_removal = fetches_of(db, a);
-  auto b_at_removal = fetches_of(db, b);
-  REQUIRE(eventually([&] { return fetches_of(db, b) >= b_at_removal + 3; }, 10s));
-  CHECK(fetches_of(db, a) <= a_at_removal + 1);
+  auto a_at_removal = test::fetches_of(db, a);
+  auto b_at_removal = test::fetches_of(db, b);
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, b) >= b_at_removal + 3; }, 10s));
+  CHECK(test::fetches_of(db, a) <= a_at_removal + 1);
 
   d.stop_cleanly();
 }
@@ -256,14 +171,15 @@ TEST_CASE("transient failures are retried at most `retries` times within the tic
   test::scratch_database db;
   db.migrate();
   test::test_server server;
-  daemon_process d(database_yaml(db) +
-                   "endpoints:\n"
-                   "  - {name: flaky, url: \"" +
-                   server.url("/status/503") + "\", interval: 5s, timeout: 1s, retries: 2}\n");
+  test::daemon_process d(test::database_yaml(db) +
+                         "endpoints:\n"
+                         "  - {name: flaky, url: \"" +
+                         server.url("/status/503") +
+                         "\", interval: 5s, timeout: 1s, retries: 2}\n");
   REQUIRE(d.logged("fetch failed endpoint=flaky", 20s));
   CHECK_THAT(d.log_text(), Catch::Contains("HTTP 503"));
   // One tick: the first attempt and two retries; the next tick is seconds away.
-  auto count = http_get(server.url("/_count"));
+  auto count = test::http_get(server.url("/_count"));
   CHECK(count == "{\"requests\":3}");
   CHECK(db.count() == 0);
 }
@@ -281,29 +197,29 @@ TEST_CASE("commits go on when the database drops the connections, and across a d
            "endpoints:\n  - {name: a, url: \"" +
            url + "\"}\n";
   };
-  daemon_process d(yaml(2));
-  REQUIRE(eventually([&] { return fetches_of(db, url) >= 2; }, 10s));
+  test::daemon_process d(yaml(2));
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, url) >= 2; }, 10s));
 
   // The server ends every session of the daemon: the pool must notice,
   // reconnect, and commit again whatever was in flight.
   db.exec(
       "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
       " WHERE datname = current_database() AND pid <> pg_backend_pid()");
-  auto after_kill = fetches_of(db, url);
-  REQUIRE(eventually([&] { return fetches_of(db, url) >= after_kill + 3; }, 15s));
+  auto after_kill = test::fetches_of(db, url);
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, url) >= after_kill + 3; }, 15s));
 
   // A reload that changes the database settings hands queued fetches to a
   // new pool.
   std::ofstream(d.config) << yaml(3);
   ::kill(d.process->pid(), SIGHUP);
   REQUIRE(d.logged("configuration loaded (1 endpoint(s))\n", 10s));
-  auto after_reload = fetches_of(db, url);
-  REQUIRE(eventually([&] { return fetches_of(db, url) >= after_reload + 3; }, 15s));
+  auto after_reload = test::fetches_of(db, url);
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, url) >= after_reload + 3; }, 15s));
 
   d.stop_cleanly();
   INFO(d.log_text());
   // No tick lost to the dropped connections or the reload, and every fetch whole.
-  check_every_tick_stored(db, url);
+  test::check_every_tick_stored(db, url);
   CHECK(db.query("SELECT fetched_at FROM gatherstats_statistic GROUP BY fetched_at"
                  " HAVING count(*) <> 15")
             .empty());
@@ -318,16 +234,16 @@ TEST_CASE("a rotated bearer token is used without a reload and never logged", "[
   test::temp_dir secrets;
   auto token = secrets.write("token", "first-secret-token\n");
   const std::string url = server.url("/auth-length");
-  daemon_process d(database_yaml(db) +
-                   "endpoints:\n"
-                   "  - name: private\n"
-                   "    url: \"" +
-                   url +
-                   "\"\n"
-                   "    interval: 1s\n"
-                   "    timeout: 900ms\n"
-                   "    auth: {bearer_token_file: \"" +
-                   token.string() + "\"}\n");
+  test::daemon_process d(test::database_yaml(db) +
+                         "endpoints:\n"
+                         "  - name: private\n"
+                         "    url: \"" +
+                         url +
+                         "\"\n"
+                         "    interval: 1s\n"
+                         "    timeout: 900ms\n"
+                         "    auth: {bearer_token_file: \"" +
+                         token.string() + "\"}\n");
   auto latest = [&] {
     auto rows = db.query(
         "SELECT numeric_value FROM gatherstats_statistic"
@@ -335,10 +251,10 @@ TEST_CASE("a rotated bearer token is used without a reload and never logged", "[
     return rows.empty() ? std::string() : rows[0][0];
   };
   // "Bearer " + 18 characters.
-  REQUIRE(eventually([&] { return latest() == "25"; }, 10s));
+  REQUIRE(test::eventually([&] { return latest() == "25"; }, 10s));
   secrets.write("token", "the-second-token-after-rotation\n");
   // "Bearer " + 31 characters, with no SIGHUP.
-  CHECK(eventually([&] { return latest() == "38"; }, 10s));
+  CHECK(test::eventually([&] { return latest() == "38"; }, 10s));
 
   d.stop_cleanly();
   CHECK(d.log_text().find("first-secret-token") == std::string::npos);
@@ -353,21 +269,21 @@ TEST_CASE("max_concurrent_fetches bounds the fetches in flight across endpoints"
   // Three aligned endpoints (their ticks fall together) that hang for their
   // whole timeout, one fetch allowed at a time: the server must never see two
   // of them open together. (Without the limit it sees three.)
-  daemon_process d(database_yaml(db) +
-                   "max_concurrent_fetches: 1\n"
-                   "defaults: {interval: 3s, timeout: 400ms, retries: 0, align: true}\n"
-                   "endpoints:\n"
-                   "  - {name: hang1, url: \"" +
-                   server.url("/hang") +
-                   "\"}\n"
-                   "  - {name: hang2, url: \"" +
-                   server.url("/hang") +
-                   "\"}\n"
-                   "  - {name: hang3, url: \"" +
-                   server.url("/hang") + "\"}\n");
+  test::daemon_process d(test::database_yaml(db) +
+                         "max_concurrent_fetches: 1\n"
+                         "defaults: {interval: 3s, timeout: 400ms, retries: 0, align: true}\n"
+                         "endpoints:\n"
+                         "  - {name: hang1, url: \"" +
+                         server.url("/hang") +
+                         "\"}\n"
+                         "  - {name: hang2, url: \"" +
+                         server.url("/hang") +
+                         "\"}\n"
+                         "  - {name: hang3, url: \"" +
+                         server.url("/hang") + "\"}\n");
   for (const char* name : {"hang1", "hang2", "hang3"})
     REQUIRE(d.logged(std::string("fetch failed endpoint=") + name, 15s));
-  auto most = http_get(server.url("/_most-hanging"));
+  auto most = test::http_get(server.url("/_most-hanging"));
   CHECK(most == "{\"most_hanging\":1}");
   d.stop_cleanly();
 }
@@ -378,12 +294,12 @@ TEST_CASE("a statement timeout frees a connection held by a stuck database, and 
   db.migrate();
   test::test_server server;
   const std::string url = server.url("/stats");
-  daemon_process d("database:\n  conninfo: \"" + db.conninfo() +
-                   "\"\n  pool_size: 1\n  statement_timeout: 1s\n"
-                   "defaults:\n  interval: 1s\n  timeout: 900ms\n"
-                   "endpoints:\n  - {name: a, url: \"" +
-                   url + "\"}\n");
-  REQUIRE(eventually([&] { return fetches_of(db, url) >= 1; }, 10s));
+  test::daemon_process d("database:\n  conninfo: \"" + db.conninfo() +
+                         "\"\n  pool_size: 1\n  statement_timeout: 1s\n"
+                         "defaults:\n  interval: 1s\n  timeout: 900ms\n"
+                         "endpoints:\n  - {name: a, url: \"" +
+                         url + "\"}\n");
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, url) >= 1; }, 10s));
 
   // Another session locks the table: every commit waits on the lock until
   // the statement timeout cancels it.
@@ -393,11 +309,11 @@ TEST_CASE("a statement timeout frees a connection held by a stuck database, and 
   PQclear(PQexec(locker.get(), "BEGIN; LOCK TABLE gatherstats_statistic IN ACCESS EXCLUSIVE MODE"));
   REQUIRE(d.logged("statement timeout", 10s));
   PQclear(PQexec(locker.get(), "COMMIT"));
-  auto after_unlock = fetches_of(db, url);
-  REQUIRE(eventually([&] { return fetches_of(db, url) >= after_unlock + 2; }, 10s));
+  auto after_unlock = test::fetches_of(db, url);
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, url) >= after_unlock + 2; }, 10s));
   d.stop_cleanly();
   // The fetches made while the table was locked waited and were committed.
-  check_every_tick_stored(db, url);
+  test::check_every_tick_stored(db, url);
 }
 
 TEST_CASE(
@@ -431,13 +347,13 @@ TEST_CASE(
 
   {
     // Nothing listens on port 1: every commit waits.
-    daemon_process down(yaml("host=127.0.0.1 port=1 dbname=" + db.name()));
+    test::daemon_process down(yaml("host=127.0.0.1 port=1 dbname=" + db.name()));
     // Four fetches made (the server counts them), none committed.
     auto fetched = [&] {
-      auto body = http_get(server.url("/_count?path=/stats"));  // {"requests":N}
+      auto body = test::http_get(server.url("/_count?path=/stats"));  // {"requests":N}
       return std::atoi(body.c_str() + body.find(':') + 1);
     };
-    REQUIRE(eventually([&] { return fetched() >= 4; }, 15s));
+    REQUIRE(test::eventually([&] { return fetched() >= 4; }, 15s));
     down.stop_cleanly();
     INFO(down.log_text());
     CHECK_THAT(down.log_text(), Catch::Contains("results spooled"));
@@ -449,9 +365,10 @@ TEST_CASE(
 
   // The database is back: the spooled fetches are committed first, whole,
   // and their files removed.
-  daemon_process up(yaml(db.conninfo()));
-  REQUIRE(eventually([&] { return spooled_files() == 0; }, 15s));
-  REQUIRE(eventually([&] { return fetches_of(db, url) >= static_cast<long long>(spooled); }, 15s));
+  test::daemon_process up(yaml(db.conninfo()));
+  REQUIRE(test::eventually([&] { return spooled_files() == 0; }, 15s));
+  REQUIRE(test::eventually(
+      [&] { return test::fetches_of(db, url) >= static_cast<long long>(spooled); }, 15s));
   up.stop_cleanly();
   CHECK_THAT(up.log_text(), Catch::Contains("spooled fetch(es) from the last run"));
   CHECK(db.query("SELECT fetched_at FROM gatherstats_statistic GROUP BY fetched_at"

@@ -1,0 +1,85 @@
+#include "support/daemon.hpp"
+
+#include "gatherstats/http/client.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <sstream>
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace test {
+
+std::string read_text_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string database_yaml(const scratch_database& db) {
+  return "database:\n  conninfo: \"" + db.conninfo() + "\"\n  pool_size: 2\n";
+}
+
+long long fetches_of(const scratch_database& db, const std::string& endpoint) {
+  return std::stoll(
+      db.query("SELECT count(DISTINCT fetched_at) FROM gatherstats_statistic"
+               " WHERE endpoint = '" +
+               endpoint + "'")[0][0]);
+}
+
+void check_every_tick_stored(const scratch_database& db, const std::string& endpoint,
+                             double min_gap) {
+  auto times = db.query(
+      "SELECT extract(epoch FROM fetched_at)::float8 FROM gatherstats_statistic"
+      " WHERE endpoint = '" +
+      endpoint + "' GROUP BY fetched_at ORDER BY fetched_at");
+  for (std::size_t i = 1; i < times.size(); ++i) {
+    double gap = std::stod(times[i][0]) - std::stod(times[i - 1][0]);
+    INFO("gap " << i << ": " << gap);
+    CHECK(gap > min_gap);
+    CHECK(gap < 1.25);
+  }
+}
+
+std::string http_get(const std::string& url) {
+  return run_async([](std::string u) -> boost::asio::awaitable<std::string> {
+    auto client = gatherstats::http::client::create({});
+    auto r = co_await client->async_get(u, 1024, steady::now() + 5s);
+    co_return r ? r->body : r.error().message;
+  }(url));
+}
+
+long long peak_rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6));
+  return -1;
+}
+
+daemon_process::daemon_process(const std::string& yaml) {
+  config = dir.write("gatherstats.yaml", yaml.find("\nspool:") != std::string::npos
+                                             ? yaml
+                                             : yaml + "spool: {directory: \"" +
+                                                   (dir.path() / "spool").string() + "\"}\n");
+  log = dir.path() / "stderr.log";
+  process = std::make_unique<child>(
+      std::vector<std::string>{daemon_bin(), "--config", config.string()}, log.string());
+}
+
+void daemon_process::stop_cleanly() const {
+  auto code = process->signal_and_wait(SIGTERM, 15s);
+  INFO(log_text());
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+}
+
+bool daemon_process::logged(const std::string& what, std::chrono::milliseconds within) const {
+  return eventually([&] { return log_text().find(what) != std::string::npos; }, within);
+}
+
+}  // namespace test
