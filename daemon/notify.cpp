@@ -33,7 +33,9 @@ std::string status_line(const gatherstats::collector_status& s,
     line += "last commit " + std::to_string(age < 0 ? 0 : age) + "s ago";
   }
   line += ", " + std::to_string(s.pending) + " waiting, ";
+  line += std::to_string(s.spooled) + " spooled, ";
   line += count(s.connections, "db connection", "db connections");
+  if (s.dropped > 0) line += ", " + std::to_string(s.dropped) + " dropped";
   return line;
 }
 

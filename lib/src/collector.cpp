@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <deque>
 #include <map>
 #include <optional>
 
@@ -57,6 +58,14 @@ const char* log::to_string(event_kind kind) {
   return "event";
 }
 
+// What one pass of spool work on the blocking thread reports back.
+struct spool_report {
+  std::size_t written = 0;
+  std::vector<std::string> dropped;  // one line per fetch lost, saying why
+  bool full = false;                 // refused: full under when_full: stop_fetching
+  std::uint64_t waiting = 0;         // spooled entries not yet back in memory
+};
+
 struct collector::state {
   asio::any_io_executor ex;
   asio::any_io_executor blocking;
@@ -67,12 +76,31 @@ struct collector::state {
   std::map<std::string, std::unique_ptr<sched::endpoint_poller>> pollers;
   std::uint64_t committed = 0;
   std::uint64_t commit_failures = 0;
+  std::uint64_t dropped = 0;
   steady::time_point last_commit{};
-  // Only ever touched on the blocking pool's single thread.
+
+  // Waiting results past memory (docs/reliability.md). On the event loop:
+  bool spool_open = false;
+  std::deque<fetch_record> to_spool;  // waiting to be written, oldest first
+  bool writer_running = false;
+  std::uint64_t spool_waiting = 0;  // spooled, not yet fed back into memory
+  bool spool_full = false;          // when_full: stop_fetching and it refused
+  bool feeding = false;             // a spooled fetch is being read back
+  bool stopping = false;
+  asio::steady_timer feeder_wake;  // never expires; cancel() wakes the feeder
+  asio::steady_timer writer_idle;  // cancelled when the writer finishes
+  // Only ever touched on the blocking pool's single thread: the spool, the
+  // newest entry fed back into memory, and its own count of the rest.
   std::unique_ptr<spool::directory_spool> spool;
+  spool::entry_id spool_fed_upto = 0;
+  std::uint64_t spool_unfed = 0;
 
   state(asio::any_io_executor e, asio::any_io_executor b, log::event_sink ev)
-      : ex(e), blocking(b), events(std::move(ev)) {}
+      : ex(e),
+        blocking(b),
+        events(std::move(ev)),
+        feeder_wake(e, steady::time_point::max()),
+        writer_idle(e, steady::time_point::max()) {}
 
   void emit(log::event e) {
     if (events) events(e);
@@ -85,6 +113,137 @@ struct collector::state {
     emit(e);
   }
 
+  std::size_t memory_max() const {
+    return current ? current->spool.memory_max_bytes : config::spool_config{}.memory_max_bytes;
+  }
+
+  // Every fetch a poller makes comes here. It goes to the pool's queue in
+  // memory, unless that is past spool.memory_max_bytes or older fetches are
+  // on disk already (so that commits stay oldest first): then to the spool.
+  void accept(fetch_record r, std::shared_ptr<state> self) {
+    if (!pool) return;
+    bool over = pool->queued_bytes() + memory_bytes(r) > memory_max();
+    if (spool_open && (over || spool_waiting > 0 || !to_spool.empty() || writer_running)) {
+      bool first = spool_waiting == 0 && to_spool.empty() && !writer_running;
+      if (first) {
+        log::event e{log::event_kind::results_spooled, log::severity::notice};
+        e.detail = over ? "the fetches waiting in memory reached spool.memory_max_bytes (" +
+                              std::to_string(memory_max()) +
+                              "); new fetches go to the spool until the database takes them"
+                        : "new fetches go to the spool behind the ones already there";
+        emit(e);
+      }
+      to_spool.push_back(std::move(r));
+      if (!writer_running) {
+        writer_running = true;
+        asio::co_spawn(ex, async_write_spool(self), asio::detached);
+      }
+      return;
+    }
+    if (over) {
+      ++dropped;
+      emit_error(log::event_kind::results_dropped, r.name,
+                 "fetch at " + to_iso8601(r.fetched_at) +
+                     " dropped: spool.memory_max_bytes is reached and there is no spool");
+      return;
+    }
+    pool->submit(std::move(r));
+  }
+
+  // Writes `records` to the spool on the blocking thread.
+  static asio::awaitable<spool_report> async_store(std::shared_ptr<state> s,
+                                                   std::vector<fetch_record> records) {
+    auto store_all = [s, &records]() -> spool_report {
+      spool_report out;
+      for (const auto& r : records) {
+        std::string what = "fetch of " + r.name + " at " + to_iso8601(r.fetched_at);
+        if (!s->spool) {
+          out.dropped.push_back(what + " dropped: there is no spool");
+          continue;
+        }
+        auto stored = s->spool->store(r, s->spool_fed_upto);
+        if (!stored) {
+          // The spool's wording for a refusal under full_policy::stop.
+          if (stored.error().message.find(" is full (") != std::string::npos) out.full = true;
+          out.dropped.push_back(what + " dropped: " + stored.error().message);
+          continue;
+        }
+        ++out.written;
+        ++s->spool_unfed;
+        for (const auto& d : stored->dropped) {
+          --s->spool_unfed;
+          out.dropped.push_back("spooled fetch at " + to_iso8601(d.fetched_at) + " (" + d.path +
+                                ") dropped to make room: the spool is at max_bytes");
+        }
+      }
+      out.waiting = s->spool_unfed;
+      return out;
+    };
+    co_return co_await io::async_run_blocking<spool_report>(s->blocking, store_all);
+  }
+
+  void report(const spool_report& r) {
+    spool_waiting = r.waiting;
+    dropped += r.dropped.size();
+    for (const auto& why : r.dropped) emit_error(log::event_kind::results_dropped, {}, why);
+    if (r.full && !spool_full && current &&
+        current->spool.when_full == config::spool_full_policy::stop_fetching) {
+      spool_full = true;
+      emit_error(log::event_kind::results_dropped, {},
+                 "the spool is full: fetching stops (when_full: stop_fetching) until the "
+                 "database takes spooled fetches");
+    }
+  }
+
+  // Writes what accept() queued for the spool, in order, in batches.
+  static asio::awaitable<void> async_write_spool(std::shared_ptr<state> s) {
+    while (!s->to_spool.empty()) {
+      std::vector<fetch_record> batch(std::make_move_iterator(s->to_spool.begin()),
+                                      std::make_move_iterator(s->to_spool.end()));
+      s->to_spool.clear();
+      auto result = co_await async_store(s, std::move(batch));
+      s->report(result);
+      s->feeder_wake.cancel();
+    }
+    s->writer_running = false;
+    s->writer_idle.cancel();
+  }
+
+  // Reads spooled fetches back into the pool's queue, oldest first, while
+  // the database is connected and memory has room; waits otherwise.
+  static asio::awaitable<void> async_feed(std::shared_ptr<state> s) {
+    while (!s->stopping) {
+      bool room = s->pool && s->pool->connected() > 0 &&
+                  s->pool->queued_bytes() < s->memory_max() / 2 && s->pool->queued() < feed_window;
+      if (s->spool_waiting == 0 || !room) {
+        co_await s->feeder_wake.async_wait(use_nothrow);
+        continue;
+      }
+      using loaded = std::pair<outcome<fetch_record>, std::uint64_t>;
+      auto next = [s]() -> loaded {
+        auto entry = s->spool ? s->spool->next_after(s->spool_fed_upto) : std::nullopt;
+        if (!entry) {
+          s->spool_unfed = 0;
+          return {failure::permanent(""), 0};
+        }
+        s->spool_fed_upto = entry->id;
+        --s->spool_unfed;
+        auto record = s->spool->load(entry->id);
+        if (record) record->spool_id = entry->id;
+        return {std::move(record), s->spool_unfed};
+      };
+      auto got = co_await io::async_run_blocking<loaded>(s->blocking, next);
+      s->spool_waiting = got.second;
+      if (got.first) {
+        if (s->pool) s->pool->submit(std::move(*got.first));
+      } else if (!got.first.error().message.empty()) {
+        // Moved to corrupt/ (or unreadable and left for the next start).
+        s->emit_error(log::event_kind::warning, {}, "spool: " + got.first.error().message);
+      }
+    }
+  }
+  static constexpr std::size_t feed_window = 16;
+
   // A spooled fetch is committed (or refused for good): its file goes.
   static asio::awaitable<void> async_unspool(std::shared_ptr<state> s, std::uint64_t id,
                                              std::string name) {
@@ -94,12 +253,19 @@ struct collector::state {
     };
     auto removed = co_await io::async_run_blocking<outcome<void>>(s->blocking, remove);
     if (!removed) s->emit_error(log::event_kind::warning, name, removed.error().message);
+    if (s->spool_full) {
+      s->spool_full = false;
+      log::event e{log::event_kind::warning, log::severity::notice};
+      e.detail = "the spool has room again: fetching resumes";
+      s->emit(e);
+    }
   }
 
   void committed_one(const fetch_record& record, const outcome<std::size_t>& result,
                      std::shared_ptr<state> self) {
     if (record.spool_id != 0)
       asio::co_spawn(ex, async_unspool(self, record.spool_id, record.name), asio::detached);
+    feeder_wake.cancel();
     if (!result) {
       ++commit_failures;
       return;  // the pool reported it
@@ -125,6 +291,9 @@ struct collector::state {
     settings.connect_timeout = db.connect_timeout;
     settings.statement_timeout = db.statement_timeout;
     std::weak_ptr<state> weak = self;
+    settings.connected = [weak] {
+      if (auto s = weak.lock()) s->feeder_wake.cancel();
+    };
     auto p = std::make_unique<pg::pool>(
         ex, std::move(settings),
         [weak](const fetch_record& r, const outcome<std::size_t>& result) {
@@ -154,9 +323,13 @@ struct collector::state {
     std::weak_ptr<state> weak = self;
     return {blocking,
             [weak](fetch_record r) {
-              if (auto s = weak.lock(); s && s->pool) s->pool->submit(std::move(r));
+              if (auto s = weak.lock()) s->accept(std::move(r), s);
             },
-            limiter.get(), events};
+            limiter.get(), events,
+            [weak] {
+              auto s = weak.lock();
+              return !s || !s->spool_full;
+            }};
   }
 };
 
@@ -167,53 +340,36 @@ using state_ptr = std::shared_ptr<collector::state>;
 // Opens the configured spool (on the blocking pool); a spool that cannot be
 // opened is reported, and the daemon runs on without one.
 asio::awaitable<void> async_open_spool(state_ptr s, config::spool_config cfg) {
-  auto open = [s, cfg]() -> outcome<void> {
+  auto open = [s, cfg]() -> outcome<std::uint64_t> {
     auto policy = cfg.when_full == config::spool_full_policy::drop_oldest
                       ? spool::full_policy::drop_oldest
                       : spool::full_policy::stop;
     auto opened = spool::directory_spool::open(cfg.directory, cfg.max_bytes, policy);
     if (!opened) return opened.error();
     s->spool = std::make_unique<spool::directory_spool>(std::move(*opened));
-    return {};
+    s->spool_unfed = s->spool->size();
+    return s->spool_unfed;
   };
-  auto opened = co_await io::async_run_blocking<outcome<void>>(s->blocking, open);
+  auto opened = co_await io::async_run_blocking<outcome<std::uint64_t>>(s->blocking, open);
   if (!opened) {
     log::event e{log::event_kind::warning, log::severity::error};
     e.error = opened.error().message;
-    e.detail = "no spool: fetches still waiting for the database at shutdown will be lost";
+    e.detail =
+        "no spool: fetches past spool.memory_max_bytes, and those still waiting for the "
+        "database at shutdown, will be lost";
+    s->emit(e);
+    co_return;
+  }
+  s->spool_open = true;
+  s->spool_waiting = *opened;
+  if (*opened > 0) {
+    // What a previous run left is committed first, ahead of any new fetch.
+    log::event e{log::event_kind::results_spooled, log::severity::notice};
+    e.rows = *opened;
+    e.detail = std::to_string(*opened) + " spooled fetch(es) from the last run queued for commit";
     s->emit(e);
   }
-}
-
-// What a previous run left in the spool is committed first, ahead of any new
-// fetch; each file is removed once its fetch is committed.
-asio::awaitable<void> async_replay_spool(state_ptr s) {
-  co_await async_open_spool(s, s->current->spool);
-  using loaded = std::pair<std::vector<fetch_record>, std::vector<std::string>>;
-  auto load_all = [s]() -> loaded {
-    loaded out;
-    if (!s->spool) return out;
-    for (const auto& entry : s->spool->entries()) {
-      auto record = s->spool->load(entry.id);
-      if (!record) {
-        out.second.push_back(record.error().message);  // moved aside, named
-        continue;
-      }
-      record->spool_id = entry.id;
-      out.first.push_back(std::move(*record));
-    }
-    return out;
-  };
-  auto found = co_await io::async_run_blocking<loaded>(s->blocking, load_all);
-  for (auto& problem : found.second)
-    s->emit_error(log::event_kind::warning, {}, "spool: " + problem);
-  if (found.first.empty()) co_return;
-  log::event e{log::event_kind::results_spooled, log::severity::notice};
-  e.rows = found.first.size();
-  e.detail =
-      std::to_string(found.first.size()) + " spooled fetch(es) from the last run queued for commit";
-  s->emit(e);
-  for (auto& r : found.first) s->pool->submit(std::move(r));
+  asio::co_spawn(s->ex, collector::state::async_feed(s), asio::detached);
 }
 
 // At shutdown: what the database did not take goes to the spool (fetches
@@ -222,30 +378,10 @@ asio::awaitable<std::size_t> async_spool_leftovers(state_ptr s, std::deque<fetch
   std::vector<fetch_record> to_store;
   for (auto& r : left)
     if (r.spool_id == 0) to_store.push_back(std::move(r));
+  for (auto& r : s->to_spool) to_store.push_back(std::move(r));
+  s->to_spool.clear();
   if (to_store.empty()) co_return 0;
-  struct stored {
-    std::size_t written = 0;
-    std::vector<std::string> dropped;  // "endpoint at fetched_at: why"
-  };
-  auto store_all = [s, &to_store]() -> stored {
-    stored out;
-    for (const auto& r : to_store) {
-      if (!s->spool) {
-        out.dropped.push_back(r.name + ": no spool");
-        continue;
-      }
-      auto result = s->spool->store(r);
-      if (!result) {
-        out.dropped.push_back(r.name + ": " + result.error().message);
-        continue;
-      }
-      ++out.written;
-      for (const auto& d : result->dropped)
-        out.dropped.push_back(d.path + ": dropped, the spool is full");
-    }
-    return out;
-  };
-  auto result = co_await io::async_run_blocking<stored>(s->blocking, store_all);
+  auto result = co_await collector::state::async_store(s, std::move(to_store));
   if (result.written > 0) {
     log::event e{log::event_kind::results_spooled, log::severity::notice};
     e.rows = result.written;
@@ -253,7 +389,7 @@ asio::awaitable<std::size_t> async_spool_leftovers(state_ptr s, std::deque<fetch
                " fetch(es) written to the spool, to be committed at the next start";
     s->emit(e);
   }
-  for (auto& why : result.dropped) s->emit_error(log::event_kind::results_dropped, {}, why);
+  s->report(result);
   co_return result.dropped.size();
 }
 
@@ -265,6 +401,8 @@ collector::collector(asio::any_io_executor ex, asio::any_io_executor blocking,
 
 collector::~collector() {
   for (auto& [name, p] : state_->pollers) p->stop();
+  state_->stopping = true;
+  state_->feeder_wake.cancel();
 }
 
 asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
@@ -304,7 +442,7 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
   for (auto& [name, old] : s->pollers) old->stop();
   s->pollers = std::move(next);
   s->current = std::move(cfg);
-  if (first) co_await async_replay_spool(s);
+  if (first) co_await async_open_spool(s, s->current->spool);
 
   log::event e{log::event_kind::config_loaded, log::severity::notice};
   e.detail = std::to_string(s->pollers.size()) + " endpoint(s)";
@@ -369,6 +507,10 @@ asio::awaitable<std::size_t> collector::async_stop(steady::time_point until) {
   for (auto& [name, p] : s->pollers) co_await p->async_wait_stopped(until);
   std::deque<fetch_record> left;
   if (s->pool) left = co_await s->pool->async_drain(until);
+  s->stopping = true;
+  s->feeder_wake.cancel();
+  s->writer_idle.expires_at(steady::time_point::max());
+  while (s->writer_running) co_await s->writer_idle.async_wait(use_nothrow);
   co_return co_await async_spool_leftovers(s, std::move(left));
 }
 
@@ -381,6 +523,8 @@ collector_status collector::status() const {
     st.pending = state_->pool->pending();
     st.connections = state_->pool->connected();
   }
+  st.spooled = state_->spool_waiting + state_->to_spool.size();
+  st.dropped = state_->dropped;
   st.committed = state_->committed;
   st.last_commit = state_->last_commit;
   return st;

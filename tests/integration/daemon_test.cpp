@@ -83,7 +83,7 @@ TEST_CASE("gatherstatsd --once fetches every endpoint once and says whether all 
 }
 
 TEST_CASE(
-    "a hanging, a dripping and a garbage endpoint do not delay a healthy one; SIGTERM "
+    "a hanging, a dripping and a garbage endpoint do not delay a healthy one, and SIGTERM "
     "exits 0 with every fetch whole",
     "[daemon][isolation]") {
   test::scratch_database db;
@@ -317,7 +317,7 @@ TEST_CASE("a statement timeout frees a connection held by a stuck database, and 
 }
 
 TEST_CASE(
-    "SIGTERM while the database is down spools the waiting fetches; the next start "
+    "SIGTERM while the database is down spools the waiting fetches, and the next start "
     "commits them",
     "[daemon][spool]") {
   test::scratch_database db;

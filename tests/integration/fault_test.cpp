@@ -1,1 +1,290 @@
-// placeholder
+// Faults between gatherstatsd and PostgreSQL, each with exact counts: the
+// database stopped, restarted mid-commit, the daemon killed while results
+// are spooled, and a spool that is full or read-only. Each test runs its own
+// PostgreSQL cluster (test::private_cluster), since stopping the fixture's
+// would break the tests running beside it.
+//
+// "Every fetch" is counted by the test server, which counts the requests it
+// answers per path; each endpoint has a path of its own.
+#include "support/daemon.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string data_dir = test::source_dir() + "/tests/data";
+
+// Three endpoints at 1 s, each with a path of its own and a known row count.
+struct three_endpoints {
+  test::test_server server{"", data_dir};
+  struct endpoint {
+    std::string path;  // what the server counts
+    std::string url;
+    long long rows;  // per fetch
+  };
+  std::vector<endpoint> all{
+      {"/stats", server.url("/stats"), 15},
+      {"/files/asset_counts.json", server.url("/files/asset_counts.json"), 6},
+      {"/generated", server.url("/generated?leaves=200"), 200},
+  };
+
+  std::string yaml() const {
+    std::string out = "endpoints:\n";
+    for (std::size_t i = 0; i < all.size(); ++i)
+      out += "  - {name: e" + std::to_string(i) + ", url: \"" + all[i].url + "\", interval: 1s}\n";
+    return out;
+  }
+  long long requests(const endpoint& e) const {
+    auto body = test::http_get(server.url("/_count?path=" + e.path));  // {"requests":N}
+    return std::stoll(body.substr(body.find(':') + 1));
+  }
+};
+
+long long spool_files(const fs::path& dir) {
+  long long n = 0;
+  if (!fs::exists(dir)) return 0;
+  for (const auto& f : fs::directory_iterator(dir))
+    if (f.path().extension() == ".rec") ++n;
+  return n;
+}
+
+// Fetches of `url` stored without their full set of rows.
+long long partial_fetches(const test::scratch_database& db, const std::string& url,
+                          long long rows) {
+  return std::stoll(db.query(
+      "SELECT count(*) FROM (SELECT fetched_at FROM gatherstats_statistic"
+      " WHERE endpoint = '" +
+      url + "' GROUP BY fetched_at HAVING count(*) <> " + std::to_string(rows) + ") AS p")[0][0]);
+}
+
+// Waits until the database holds every fetch the server answered, stops
+// the daemon (exit 0), then checks: each fetch stored exactly once, whole.
+void check_all_stored_once(const test::scratch_database& db, const three_endpoints& eps,
+                           test::daemon_process& d) {
+  bool caught_up = test::eventually(
+      [&] {
+        for (const auto& e : eps.all)
+          if (test::fetches_of(db, e.url) < eps.requests(e)) return false;
+        return true;
+      },
+      60s);
+  INFO(d.log_text());
+  CHECK(caught_up);
+  d.stop_cleanly();
+  for (const auto& e : eps.all) {
+    INFO(e.path);
+    auto fetched = eps.requests(e);
+    CHECK(test::fetches_of(db, e.url) == fetched);
+    CHECK(std::stoll(db.query("SELECT count(*) FROM gatherstats_statistic WHERE endpoint = '" +
+                              e.url + "'")[0][0]) == fetched * e.rows);
+    CHECK(partial_fetches(db, e.url, e.rows) == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "the database stopped for 20 s while three endpoints are polled every second: every fetch "
+    "is stored exactly once and whole, through memory and the spool",
+    "[daemon][fault]") {
+  test::private_cluster pg;
+  test::scratch_database db(pg.admin_conninfo());
+  db.migrate();
+  three_endpoints eps;
+  // Room in memory for a few fetches only, so the outage spills to disk.
+  test::daemon_process d(test::database_yaml(db) + eps.yaml() +
+                         "spool: {directory: @SPOOL@, memory_max_bytes: 24KiB}\n");
+  bool started = test::eventually([&] { return test::fetches_of(db, eps.all[0].url) >= 2; }, 15s);
+  INFO(d.log_text());
+  REQUIRE(started);
+
+  pg.down();
+  auto before = eps.requests(eps.all[2]);
+  REQUIRE(d.logged("database lost", 10s));
+  REQUIRE(test::eventually([&] { return eps.requests(eps.all[2]) >= before + 20; }, 30s));
+  CHECK(d.logged("reached spool.memory_max_bytes", 1s));
+  CHECK(spool_files(d.spool_dir()) > 0);
+  pg.up();
+
+  REQUIRE(d.logged("database back", 40s));
+  check_all_stored_once(db, eps, d);
+  CHECK(spool_files(d.spool_dir()) == 0);
+  CHECK(d.log_text().find("results dropped") == std::string::npos);
+}
+
+TEST_CASE(
+    "the database restarted in the middle of commits: nothing lost, nothing duplicated, nothing "
+    "partial",
+    "[daemon][fault]") {
+  test::private_cluster pg;
+  test::scratch_database db(pg.admin_conninfo());
+  db.migrate();
+  three_endpoints eps;
+  // A fetch of 10,000 rows every second keeps a commit in flight much of
+  // the time, so a restart lands in the middle of one.
+  eps.all[2].url = eps.server.url("/generated?leaves=10000");
+  eps.all[2].rows = 10'000;
+  test::daemon_process d(test::database_yaml(db) + eps.yaml());
+  REQUIRE(test::eventually([&] { return test::fetches_of(db, eps.all[2].url) >= 2; }, 20s));
+  for (int restart = 0; restart < 3; ++restart) {
+    auto committed = test::fetches_of(db, eps.all[2].url);
+    pg.down();
+    pg.up();
+    // Wait for commits to flow again before the next restart.
+    REQUIRE(test::eventually([&] { return test::fetches_of(db, eps.all[2].url) >= committed + 2; },
+                             30s));
+  }
+  CHECK(d.logged("database lost", 1s));
+  check_all_stored_once(db, eps, d);
+}
+
+TEST_CASE("the daemon killed with SIGKILL while results are spooled: the next start commits them",
+          "[daemon][fault]") {
+  test::private_cluster pg;
+  test::scratch_database db(pg.admin_conninfo());
+  db.migrate();
+  three_endpoints eps;
+  test::temp_dir state;
+  const std::string spool =
+      "spool: {directory: \"" + (state.path() / "spool").string() + "\", memory_max_bytes: 1KiB}\n";
+  pg.down();
+  long long spooled = 0;
+  {
+    // Every fetch is bigger than 1 KiB: each goes straight to the spool.
+    test::daemon_process d(test::database_yaml(db) + eps.yaml() + spool);
+    REQUIRE(test::eventually([&] { return spool_files(state.path() / "spool") >= 9; }, 30s));
+    REQUIRE(d.process->signal_and_wait(SIGKILL, 10s).has_value());
+    spooled = spool_files(state.path() / "spool");
+  }
+  pg.up();
+  // The next start polls another endpoint: what the first run fetched can
+  // only come from the spool.
+  test::daemon_process again(test::database_yaml(db) + "endpoints:\n  - {name: other, url: \"" +
+                             eps.server.url("/stats?other") + "\", interval: 1h}\n" + spool);
+  REQUIRE(again.logged(std::to_string(spooled) + " spooled fetch(es) from the last run", 10s));
+  auto stored = [&] {
+    long long n = 0;
+    for (const auto& e : eps.all) n += test::fetches_of(db, e.url);
+    return n;
+  };
+  CHECK(test::eventually([&] { return stored() == spooled; }, 30s));
+  CHECK(test::eventually([&] { return spool_files(state.path() / "spool") == 0; }, 10s));
+  again.stop_cleanly();
+  CHECK(stored() == spooled);
+  for (const auto& e : eps.all) CHECK(partial_fetches(db, e.url, e.rows) == 0);
+}
+
+namespace {
+
+// Log lines containing `what`.
+long long lines_with(const std::string& text, const std::string& what) {
+  long long n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// The database never reachable; every fetch (over 1 KiB) goes to a spool
+// that `mount_options` make unusable: a tmpfs mounted over the spool
+// directory in a mount namespace of the daemon's own.
+void check_unusable_spool(const std::string& mount_options, const std::string& why) {
+  three_endpoints eps;
+  const std::string yaml =
+      "database: {conninfo: \"host=127.0.0.1 port=1 dbname=none connect_timeout=1\"}\n" +
+      eps.yaml() + "spool: {directory: @SPOOL@, memory_max_bytes: 1KiB}\n";
+  const std::string script =
+      "mkdir -p \"$0\" && mount -t tmpfs -o " + mount_options + " tmpfs \"$0\" && exec \"$@\"";
+  auto d = std::make_unique<test::daemon_process>(
+      yaml, std::vector<std::string>{"/usr/bin/unshare", "-m", "/bin/sh", "-c", script, "@SPOOL@"});
+  bool dropped = d->logged("results dropped", 15s);
+  INFO(d->log_text());
+  REQUIRE(dropped);
+  CHECK(d->logged(why, 1s));
+  // Each loss names the endpoint and the fetch's time.
+  CHECK(d->logged("fetch of e0 at 20", 5s));
+  // And the daemon keeps fetching.
+  auto before = eps.requests(eps.all[0]);
+  CHECK(test::eventually([&] { return eps.requests(eps.all[0]) >= before + 3; }, 10s));
+  d->stop_cleanly();
+}
+
+}  // namespace
+
+TEST_CASE("the spool out of space: each lost fetch is an error naming it, and fetching goes on",
+          "[daemon][fault][spool]") {
+  check_unusable_spool("size=16k", "No space left on device");
+}
+
+TEST_CASE("the spool read-only: each lost fetch is an error naming it, and fetching goes on",
+          "[daemon][fault][spool]") {
+  check_unusable_spool("ro", "Read-only file system");
+}
+
+TEST_CASE(
+    "a full spool under when_full: drop_oldest drops the oldest, one error each, and the rest is "
+    "committed: stored + dropped = fetched",
+    "[daemon][fault][spool]") {
+  test::private_cluster pg;
+  test::scratch_database db(pg.admin_conninfo());
+  db.migrate();
+  three_endpoints eps;
+  const auto& e = eps.all[2];
+  pg.down();
+  test::daemon_process d(test::database_yaml(db) + "endpoints:\n  - {name: g, url: \"" + e.url +
+                         "\", interval: 1s}\n" +
+                         "spool: {directory: @SPOOL@, memory_max_bytes: 1KiB, max_bytes: 12KiB}\n");
+  REQUIRE(
+      test::eventually([&] { return lines_with(d.log_text(), "dropped to make room") >= 3; }, 30s));
+  pg.up();
+  bool caught_up = test::eventually(
+      [&] {
+        return test::fetches_of(db, e.url) + lines_with(d.log_text(), "dropped to make room") ==
+               eps.requests(e);
+      },
+      30s);
+  d.stop_cleanly();
+  INFO(d.log_text());
+  CHECK(caught_up);
+  auto dropped = lines_with(d.log_text(), "dropped to make room");
+  CHECK(test::fetches_of(db, e.url) + dropped == eps.requests(e));
+  CHECK(test::fetches_of(db, e.url) >= 2);
+  CHECK(partial_fetches(db, e.url, e.rows) == 0);
+}
+
+TEST_CASE(
+    "a full spool under when_full: stop_fetching stops fetching until the database takes the "
+    "spool: stored + refused = fetched",
+    "[daemon][fault][spool]") {
+  test::private_cluster pg;
+  test::scratch_database db(pg.admin_conninfo());
+  db.migrate();
+  three_endpoints eps;
+  const auto& e = eps.all[2];
+  pg.down();
+  test::daemon_process d(test::database_yaml(db) + "endpoints:\n  - {name: g, url: \"" + e.url +
+                         "\", interval: 1s}\n" +
+                         "spool: {directory: @SPOOL@, memory_max_bytes: 1KiB, max_bytes: 12KiB,"
+                         " when_full: stop_fetching}\n");
+  REQUIRE(d.logged("fetching stops", 30s));
+  auto stopped_at = eps.requests(e);
+  // ok-sleep: the observation window in which no fetch may happen.
+  std::this_thread::sleep_for(3s);
+  CHECK(eps.requests(e) == stopped_at);
+  pg.up();
+  REQUIRE(d.logged("fetching resumes", 30s));
+  REQUIRE(test::eventually([&] { return eps.requests(e) >= stopped_at + 2; }, 10s));
+  auto refused = [&] { return lines_with(d.log_text(), " is full ("); };
+  bool caught_up = test::eventually(
+      [&] { return test::fetches_of(db, e.url) + refused() == eps.requests(e); }, 30s);
+  d.stop_cleanly();
+  INFO(d.log_text());
+  CHECK(caught_up);
+  CHECK(refused() >= 1);
+  CHECK(test::fetches_of(db, e.url) + refused() == eps.requests(e));
+}

@@ -61,14 +61,21 @@ long long peak_rss_kib(pid_t pid) {
   return -1;
 }
 
-daemon_process::daemon_process(const std::string& yaml) {
-  config = dir.write("gatherstats.yaml", yaml.find("\nspool:") != std::string::npos
-                                             ? yaml
-                                             : yaml + "spool: {directory: \"" +
-                                                   (dir.path() / "spool").string() + "\"}\n");
+daemon_process::daemon_process(const std::string& yaml, const std::vector<std::string>& wrapper) {
+  const std::string spool = "\"" + spool_dir().string() + "\"";
+  std::string text = yaml.find("\nspool:") != std::string::npos
+                         ? yaml
+                         : yaml + "spool: {directory: " + spool + "}\n";
+  for (auto at = text.find("@SPOOL@"); at != std::string::npos; at = text.find("@SPOOL@"))
+    text.replace(at, 7, spool);
+  config = dir.write("gatherstats.yaml", text);
   log = dir.path() / "stderr.log";
-  process = std::make_unique<child>(
-      std::vector<std::string>{daemon_bin(), "--config", config.string()}, log.string());
+  std::vector<std::string> argv = wrapper;
+  for (auto& arg : argv)
+    if (arg == "@SPOOL@") arg = spool_dir().string();
+  for (std::string arg : {daemon_bin(), std::string("--config"), config.string()})
+    argv.push_back(arg);
+  process = std::make_unique<child>(argv, log.string());
 }
 
 void daemon_process::stop_cleanly() const {

@@ -53,8 +53,12 @@ struct daemon_process {
   std::unique_ptr<child> process;
 
   // Unless the test chose one, the spool lives in this daemon's own
-  // directory, so no test ever replays another's leftovers.
-  explicit daemon_process(const std::string& yaml);
+  // directory (spool_dir()), so no test ever replays another's leftovers;
+  // "@SPOOL@" in `yaml` is replaced by that directory, quoted. `wrapper` goes
+  // before the daemon's command line (e.g. unshare ... to run it in a
+  // namespace); an argument "@SPOOL@" in it is replaced by the directory.
+  explicit daemon_process(const std::string& yaml, const std::vector<std::string>& wrapper = {});
+  std::filesystem::path spool_dir() const { return dir.path() / "spool"; }
   std::string log_text() const { return read_text_file(log); }
   // SIGTERM, then the exit code must be 0.
   void stop_cleanly() const;

@@ -60,17 +60,19 @@ std::string tcp_admin_conninfo() {
                          "is the PostgreSQL fixture running? (ctest starts it)");
 }
 
-scratch_database::scratch_database() {
+scratch_database::scratch_database() : scratch_database(admin_conninfo()) {}
+
+scratch_database::scratch_database(std::string admin_conninfo) : admin_(std::move(admin_conninfo)) {
   static std::atomic<int> serial{0};
   name_ = "gs_test_" + std::to_string(::getpid()) + "_" + std::to_string(++serial);
-  auto admin = connect_blocking(admin_conninfo());
+  auto admin = connect_blocking(admin_);
   query_on(admin.get(), "CREATE DATABASE " + name_);
   // In a libpq conninfo the last value of a keyword wins.
-  conninfo_ = admin_conninfo() + " dbname=" + name_;
+  conninfo_ = admin_ + " dbname=" + name_;
 }
 
 scratch_database::~scratch_database() {
-  conn_ptr admin(PQconnectdb(admin_conninfo().c_str()));
+  conn_ptr admin(PQconnectdb(admin_.c_str()));
   PQclear(PQexec(admin.get(), ("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)").c_str()));
 }
 
@@ -144,5 +146,25 @@ std::filesystem::path temp_dir::write(const std::string& name, const std::string
   std::ofstream(p, std::ios::binary) << content;
   return p;
 }
+
+private_cluster::private_cluster() {
+  auto r = run({script(), "start", state_.path().string()}, std::chrono::seconds(120));
+  if (r.exit_code != 0) FAIL("cannot start a private PostgreSQL cluster: " << r.err);
+  conninfo_ = read_first_line((state_.path() / "conninfo").string(), "pg-cluster start");
+}
+
+private_cluster::~private_cluster() { run({script(), "stop", state_.path().string()}); }
+
+void private_cluster::down() {
+  auto r = run({script(), "down", state_.path().string()}, std::chrono::seconds(120));
+  if (r.exit_code != 0) FAIL("cannot stop the private PostgreSQL server: " << r.err);
+}
+
+void private_cluster::up() {
+  auto r = run({script(), "up", state_.path().string()}, std::chrono::seconds(120));
+  if (r.exit_code != 0) FAIL("cannot start the private PostgreSQL server again: " << r.err);
+}
+
+std::string private_cluster::script() { return source_dir() + "/tests/support/pg-cluster"; }
 
 }  // namespace test

@@ -29,6 +29,8 @@ std::string tcp_admin_conninfo();  // the same over TCP to "localhost"
 class scratch_database {
  public:
   scratch_database();
+  // In another cluster than the fixture's (a private_cluster).
+  explicit scratch_database(std::string admin_conninfo);
   ~scratch_database();
   scratch_database(const scratch_database&) = delete;
   scratch_database& operator=(const scratch_database&) = delete;
@@ -45,6 +47,7 @@ class scratch_database {
   void migrate() const;
 
  private:
+  std::string admin_;
   std::string name_;
   std::string conninfo_;
 };
@@ -77,6 +80,26 @@ class temp_dir {
 
  private:
   std::filesystem::path path_;
+};
+
+// A PostgreSQL cluster of the test's own (tests/support/pg-cluster), for
+// tests that stop and restart the server: the fixture's cluster is shared by
+// tests running in parallel. Removed when the test ends.
+class private_cluster {
+ public:
+  private_cluster();
+  ~private_cluster();
+  private_cluster(const private_cluster&) = delete;
+  private_cluster& operator=(const private_cluster&) = delete;
+
+  const std::string& admin_conninfo() const { return conninfo_; }
+  void down();  // fast shutdown; the data stays
+  void up();    // started again, same port and socket
+
+ private:
+  static std::string script();
+  temp_dir state_;
+  std::string conninfo_;
 };
 
 // Runs a coroutine to completion on a fresh io_context and returns its value.

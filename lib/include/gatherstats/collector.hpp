@@ -26,7 +26,9 @@ namespace gatherstats {
 struct collector_status {
   std::size_t endpoints = 0;
   std::size_t failing = 0;      // endpoints whose last fetch failed
-  std::size_t pending = 0;      // fetches waiting to be committed
+  std::size_t pending = 0;      // fetches waiting in memory to be committed
+  std::size_t spooled = 0;      // fetches waiting in the spool (not yet back in memory)
+  std::uint64_t dropped = 0;    // fetches lost since start (spool full or unwritable)
   std::size_t connections = 0;  // database connections up
   std::uint64_t committed = 0;  // fetches committed since start
   std::chrono::steady_clock::time_point last_commit{};

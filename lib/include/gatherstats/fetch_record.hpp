@@ -5,6 +5,7 @@
 #include "gatherstats/json/flatten.hpp"
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -20,7 +21,15 @@ struct fetch_record {
   std::uint64_t spool_id = 0;  // its entry in the on-disk spool; 0: not spooled
 };
 
+// About how much memory `r` holds (what the in-memory queue bound counts).
+inline std::size_t memory_bytes(const fetch_record& r) {
+  return sizeof(fetch_record) + r.name.capacity() + r.endpoint.capacity() + r.rows.memory_bytes();
+}
+
 // The current time, truncated to the microseconds PostgreSQL stores.
 timestamp now_utc();
+
+// ISO 8601 in UTC with microseconds: 2026-11-27T23:59:59.123456Z.
+std::string to_iso8601(timestamp t);
 
 }  // namespace gatherstats

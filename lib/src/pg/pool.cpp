@@ -32,6 +32,7 @@ struct pool::state {
   on_done done;
   log::event_sink events;
   std::deque<fetch_record> queue;
+  std::size_t queue_bytes = 0;  // memory_bytes() of what `queue` holds
   std::size_t in_flight = 0;
   std::size_t connected = 0;
   bool stopping = false;
@@ -53,6 +54,21 @@ struct pool::state {
     log::event e{kind, level};
     e.error = std::move(error);
     events(e);
+  }
+
+  void push_back(fetch_record r) {
+    queue_bytes += memory_bytes(r);
+    queue.push_back(std::move(r));
+  }
+  void push_front(fetch_record r) {
+    queue_bytes += memory_bytes(r);
+    queue.push_front(std::move(r));
+  }
+  fetch_record pop_front() {
+    fetch_record r = std::move(queue.front());
+    queue.pop_front();
+    queue_bytes -= memory_bytes(r);
+    return r;
   }
 
   void lost(const std::string& why) {
@@ -97,10 +113,9 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     --s->connected;
   };
   while (!s->stopping) {
-    if (s->queue.empty()) {
-      co_await s->wake.async_wait(use_nothrow);
-      continue;
-    }
+    // Connected before there is work: the daemon knows at start whether the
+    // database is there, and spooled fetches wait for a connection before
+    // they are read back into memory.
     if (!conn) {
       auto opened = co_await open_connection(s);
       if (!opened) {
@@ -112,10 +127,14 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       ++s->connected;
       failures = 0;
       s->back();
-      continue;  // the queue may have emptied meanwhile
+      if (s->settings.connected) s->settings.connected();
+      continue;
     }
-    fetch_record record = std::move(s->queue.front());
-    s->queue.pop_front();
+    if (s->queue.empty()) {
+      co_await s->wake.async_wait(use_nothrow);
+      continue;
+    }
+    fetch_record record = s->pop_front();
     ++s->in_flight;
     auto result =
         co_await async_commit(*conn, s->settings.table, record,
@@ -124,7 +143,7 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     if (!result && result.error().is_transient()) {
       // Commit again, first in line, on this or the next connection: an
       // idempotent commit makes a repeat harmless even if this one landed.
-      s->queue.push_front(std::move(record));
+      s->push_front(std::move(record));
       if (!conn->is_idle()) {
         drop();
         s->lost(result.error().message);
@@ -170,12 +189,14 @@ void pool::start() {
 }
 
 void pool::submit(fetch_record record) {
-  state_->queue.push_back(std::move(record));
+  state_->push_back(std::move(record));
   state_->wake.cancel_one();
 }
 
 std::size_t pool::pending() const { return state_->queue.size() + state_->in_flight; }
 std::size_t pool::connected() const { return state_->connected; }
+std::size_t pool::queued() const { return state_->queue.size(); }
+std::size_t pool::queued_bytes() const { return state_->queue_bytes; }
 
 asio::awaitable<std::deque<fetch_record>> pool::async_drain(deadline until) {
   auto s = state_;
@@ -185,6 +206,7 @@ asio::awaitable<std::deque<fetch_record>> pool::async_drain(deadline until) {
   }
   s->stopping = true;
   s->wake.cancel();
+  s->queue_bytes = 0;
   co_return std::exchange(s->queue, {});
 }
 

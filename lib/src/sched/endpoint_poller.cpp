@@ -218,6 +218,11 @@ asio::awaitable<void> run(std::shared_ptr<poller_state> s) {
     co_await s->tick_timer.async_wait(use_nothrow);
     if (s->stopped) break;
     ++s->stats.ticks;
+    if (s->services.accepting && !s->services.accepting()) {
+      ++s->stats.skipped_ticks;
+      n = schedule.after(n, steady::now()).index;
+      continue;
+    }
     co_await fetch(s, schedule.due(n + 1));
     auto next = schedule.after(n, steady::now());
     if (next.missed > 0) {

@@ -205,7 +205,7 @@ outcome<void> directory_spool::scan() {
   return {};
 }
 
-outcome<store_result> directory_spool::store(const fetch_record& record) {
+outcome<store_result> directory_spool::store(const fetch_record& record, entry_id in_use_upto) {
   auto encoded = encode_record(record);
   if (!encoded) return encoded.error();
   const std::string& bytes = *encoded;
@@ -257,7 +257,8 @@ outcome<store_result> directory_spool::store(const fetch_record& record) {
   // Drop only after the new record is safe, so a failed store never costs
   // an old one. An entry that cannot be deleted stays (and stays counted):
   // the spool is then over its bound until a later store drops more.
-  for (auto it = index_.begin(); it != index_.end() && bytes_ + size > max_bytes_;) {
+  for (auto it = index_.upper_bound(in_use_upto);
+       it != index_.end() && bytes_ + size > max_bytes_;) {
     if (::unlinkat(dir_fd_, name_of(it->second).c_str(), 0) != 0 && errno != ENOENT) break;
     bytes_ -= it->second.bytes;
     result.dropped.push_back(std::move(it->second));
@@ -351,6 +352,12 @@ outcome<void> directory_spool::remove(entry_id id) {
   if (::fsync(dir_fd_) != 0)
     return errno_failure("cannot sync spool directory " + quoted(path_), errno);
   return {};
+}
+
+std::optional<entry_info> directory_spool::next_after(entry_id id) const {
+  auto it = index_.upper_bound(id);
+  if (it == index_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::vector<entry_info> directory_spool::entries() const {

@@ -147,12 +147,15 @@ TEST_CASE("the STATUS= line", "[cli][notify]") {
   s.failing = 1;
   s.connections = 2;
   CHECK(status_line(s, now) ==
-        "3 endpoints, 1 failing, no commit yet, 0 waiting, 2 db connections");
+        "3 endpoints, 1 failing, no commit yet, 0 waiting, 0 spooled, 2 db connections");
   s.endpoints = 1;
   s.pending = 4;
   s.connections = 1;
   s.committed = 7;
   s.last_commit = now - 2500ms;
+  s.spooled = 3;
+  s.dropped = 7;
   CHECK(status_line(s, now) ==
-        "1 endpoint, 1 failing, last commit 2s ago, 4 waiting, 1 db connection");
+        "1 endpoint, 1 failing, last commit 2s ago, 4 waiting, 3 spooled, 1 db connection, 7 "
+        "dropped");
 }

@@ -275,6 +275,20 @@ TEST_CASE("spool at max_bytes with drop_oldest drops exactly the oldest", "[spoo
     CHECK(stored->dropped[1].id == ids[2]);
     CHECK(s->size() == 2);
   }
+  SECTION("entries being committed from memory are passed over; the next oldest goes") {
+    auto fifth = s->store(make_record("r", 5), /*in_use_upto=*/ids[1]);
+    REQUIRE(fifth.has_value());
+    REQUIRE(fifth->dropped.size() == 1);
+    CHECK(fifth->dropped[0].id == ids[2]);
+    CHECK(ids_of(*s) == std::vector<entry_id>{ids[1], fourth->id, fifth->id});
+  }
+  SECTION("next_after walks the entries oldest first without reading them") {
+    REQUIRE(s->next_after(0).has_value());
+    CHECK(s->next_after(0)->id == ids[1]);
+    CHECK(s->next_after(ids[1])->id == ids[2]);
+    CHECK(s->next_after(ids[2])->id == fourth->id);
+    CHECK_FALSE(s->next_after(fourth->id).has_value());
+  }
   SECTION("a record larger than max_bytes is refused and drops nothing") {
     auto huge = s->store(make_record("r", 5, 100));
     REQUIRE_FALSE(huge.has_value());

@@ -59,6 +59,10 @@ class flat_rows {
   row operator[](std::size_t i) const { return {key(i), value(i)}; }
   // Leaves dropped under value_policy::skip.
   std::size_t skipped() const { return skipped_; }
+  // The heap memory the rows hold.
+  std::size_t memory_bytes() const {
+    return keys_.capacity() + entries_.capacity() * sizeof(entry);
+  }
 
   // For building rows outside the parser (tests, spool replay).
   void push_back(std::string_view key, double value);

@@ -1,7 +1,7 @@
 // The commit side of the daemon: a queue of fetches waiting to be committed
 // and `size` asynchronous libpq connections working through it.
 //
-// Each worker owns one connection: it connects lazily (with a timeout),
+// Each worker owns one connection: it connects at start (with a timeout),
 // sets the statement timeout, checks the table, and commits one fetch per
 // transaction. A connection that fails is dropped and replaced with
 // exponential backoff and jitter; the fetch it was committing goes back to
@@ -39,6 +39,8 @@ struct pool_settings {
   std::chrono::milliseconds statement_timeout{30'000};
   std::chrono::milliseconds reconnect_min{250};
   std::chrono::milliseconds reconnect_max{30'000};
+  // Called whenever a connection comes up (first connect and reconnects).
+  std::function<void()> connected;
 };
 
 class pool {
@@ -58,6 +60,9 @@ class pool {
   void submit(fetch_record record);
   // Fetches queued or being committed.
   std::size_t pending() const;
+  // Fetches queued (not being committed), and the memory they hold.
+  std::size_t queued() const;
+  std::size_t queued_bytes() const;
   // Connections that are up.
   std::size_t connected() const;
 

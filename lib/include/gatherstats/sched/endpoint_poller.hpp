@@ -46,6 +46,10 @@ struct poller_services {
   std::function<void(fetch_record)> submit;  // to the commit pool
   fetch_limiter* limiter = nullptr;
   log::event_sink events;
+  // When set and false at a tick, the tick is skipped without fetching
+  // (the spool is full under `when_full: stop_fetching`; the collector says
+  // so in the log).
+  std::function<bool()> accepting;
 };
 
 struct poller_stats {

@@ -80,7 +80,10 @@ class directory_spool {
 
   // Durably stores `record`; when this returns a value the record survives a
   // crash or power loss. On failure nothing was stored and nothing dropped.
-  outcome<store_result> store(const fetch_record& record);
+  // Entries up to `in_use_upto` are being committed from memory: drop_oldest
+  // passes over them (the spool may then stay over its bound until they are
+  // removed).
+  outcome<store_result> store(const fetch_record& record, entry_id in_use_upto = 0);
 
   // The oldest entry, or nullopt when the spool is empty. A failure means the
   // oldest file could not be read; if it was corrupt it has been moved aside,
@@ -94,6 +97,9 @@ class directory_spool {
   // Removing an id that is not there is not an error (a replay may race a
   // drop).
   outcome<void> remove(entry_id id);
+
+  // The oldest entry after `id` (without reading it), or nullopt.
+  std::optional<entry_info> next_after(entry_id id) const;
 
   // The entries, oldest first.
   std::vector<entry_info> entries() const;
