@@ -226,65 +226,67 @@ TEST_CASE("the spool read-only: each lost fetch is an error naming it, and fetch
   check_unusable_spool("ro", "Read-only file system");
 }
 
+namespace {
+
+// One endpoint of 200 rows at 1 s, the database down from the start, and a
+// spool with room for two fetches under `when_full`.
+struct full_spool {
+  test::private_cluster pg;
+  test::scratch_database db{pg.admin_conninfo()};
+  three_endpoints eps;
+  const three_endpoints::endpoint& e = eps.all[2];
+  std::unique_ptr<test::daemon_process> d;
+
+  explicit full_spool(const std::string& when_full) {
+    db.migrate();
+    pg.down();
+    d = std::make_unique<test::daemon_process>(
+        test::database_yaml(db) + "endpoints:\n  - {name: g, url: \"" + e.url +
+        "\", interval: 1s}\n" +
+        "spool: {directory: @SPOOL@, memory_max_bytes: 1KiB, max_bytes: 12KiB, when_full: " +
+        when_full + "}\n");
+  }
+  long long lost(const std::string& line) const { return lines_with(d->log_text(), line); }
+
+  // With the database back: every fetch is stored or was reported lost in
+  // a log line containing `line`, exactly; then the daemon stops cleanly.
+  void check_accounted(const std::string& line) {
+    bool caught_up = test::eventually(
+        [&] { return test::fetches_of(db, e.url) + lost(line) == eps.requests(e); }, 30s);
+    d->stop_cleanly();
+    INFO(d->log_text());
+    CHECK(caught_up);
+    CHECK(lost(line) >= 1);
+    CHECK(test::fetches_of(db, e.url) + lost(line) == eps.requests(e));
+    CHECK(test::fetches_of(db, e.url) >= 2);
+    CHECK(partial_fetches(db, e.url, e.rows) == 0);
+  }
+};
+
+}  // namespace
+
 TEST_CASE(
     "a full spool under when_full: drop_oldest drops the oldest, one error each, and the rest is "
     "committed: stored + dropped = fetched",
     "[daemon][fault][spool]") {
-  test::private_cluster pg;
-  test::scratch_database db(pg.admin_conninfo());
-  db.migrate();
-  three_endpoints eps;
-  const auto& e = eps.all[2];
-  pg.down();
-  test::daemon_process d(test::database_yaml(db) + "endpoints:\n  - {name: g, url: \"" + e.url +
-                         "\", interval: 1s}\n" +
-                         "spool: {directory: @SPOOL@, memory_max_bytes: 1KiB, max_bytes: 12KiB}\n");
-  REQUIRE(
-      test::eventually([&] { return lines_with(d.log_text(), "dropped to make room") >= 3; }, 30s));
-  pg.up();
-  bool caught_up = test::eventually(
-      [&] {
-        return test::fetches_of(db, e.url) + lines_with(d.log_text(), "dropped to make room") ==
-               eps.requests(e);
-      },
-      30s);
-  d.stop_cleanly();
-  INFO(d.log_text());
-  CHECK(caught_up);
-  auto dropped = lines_with(d.log_text(), "dropped to make room");
-  CHECK(test::fetches_of(db, e.url) + dropped == eps.requests(e));
-  CHECK(test::fetches_of(db, e.url) >= 2);
-  CHECK(partial_fetches(db, e.url, e.rows) == 0);
+  full_spool f("drop_oldest");
+  REQUIRE(test::eventually([&] { return f.lost("dropped to make room") >= 3; }, 30s));
+  f.pg.up();
+  f.check_accounted("dropped to make room");
 }
 
 TEST_CASE(
     "a full spool under when_full: stop_fetching stops fetching until the database takes the "
     "spool: stored + refused = fetched",
     "[daemon][fault][spool]") {
-  test::private_cluster pg;
-  test::scratch_database db(pg.admin_conninfo());
-  db.migrate();
-  three_endpoints eps;
-  const auto& e = eps.all[2];
-  pg.down();
-  test::daemon_process d(test::database_yaml(db) + "endpoints:\n  - {name: g, url: \"" + e.url +
-                         "\", interval: 1s}\n" +
-                         "spool: {directory: @SPOOL@, memory_max_bytes: 1KiB, max_bytes: 12KiB,"
-                         " when_full: stop_fetching}\n");
-  REQUIRE(d.logged("fetching stops", 30s));
-  auto stopped_at = eps.requests(e);
+  full_spool f("stop_fetching");
+  REQUIRE(f.d->logged("fetching stops", 30s));
+  auto stopped_at = f.eps.requests(f.e);
   // ok-sleep: the observation window in which no fetch may happen.
   std::this_thread::sleep_for(3s);
-  CHECK(eps.requests(e) == stopped_at);
-  pg.up();
-  REQUIRE(d.logged("fetching resumes", 30s));
-  REQUIRE(test::eventually([&] { return eps.requests(e) >= stopped_at + 2; }, 10s));
-  auto refused = [&] { return lines_with(d.log_text(), " is full ("); };
-  bool caught_up = test::eventually(
-      [&] { return test::fetches_of(db, e.url) + refused() == eps.requests(e); }, 30s);
-  d.stop_cleanly();
-  INFO(d.log_text());
-  CHECK(caught_up);
-  CHECK(refused() >= 1);
-  CHECK(test::fetches_of(db, e.url) + refused() == eps.requests(e));
+  CHECK(f.eps.requests(f.e) == stopped_at);
+  f.pg.up();
+  REQUIRE(f.d->logged("fetching resumes", 30s));
+  REQUIRE(test::eventually([&] { return f.eps.requests(f.e) >= stopped_at + 2; }, 10s));
+  f.check_accounted(" is full (");
 }
