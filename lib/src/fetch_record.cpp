@@ -15,7 +15,7 @@ std::string to_iso8601(timestamp t) {
   std::time_t tt = std::chrono::system_clock::to_time_t(seconds);
   std::tm tm{};
   ::gmtime_r(&tt, &tm);
-  char buf[40];
+  char buf[64];
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<long long>(micros));

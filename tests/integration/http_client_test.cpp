@@ -401,3 +401,17 @@ TEST_CASE("the deadline bounds a server that hangs or drips", "[http]") {
     CHECK(took < std::chrono::seconds(5));
   }
 }
+
+TEST_CASE("the deadline bounds a body that keeps arriving, not only a wait", "[http]") {
+  test::test_server server;
+  auto endless = get_request(server.url("/endless"));
+  endless.max_body_bytes = std::size_t{64} << 30;  // only the deadline can end it
+  const auto started = steady_clock::now();
+  auto r = fetch(endless, trusting_test_ca(), std::chrono::milliseconds(1000));
+  const auto took = steady_clock::now() - started;
+  REQUIRE(r.has_error());
+  CHECK(r.error().is_transient());
+  CHECK_THAT(r.error().message, Catch::Contains("timed out reading the response"));
+  CHECK(took >= std::chrono::milliseconds(900));
+  CHECK(took < std::chrono::seconds(3));
+}

@@ -2,7 +2,8 @@
 // benchmarks start as a child process on loopback. It serves a sample
 // statistics document, generated documents of any size, files from a
 // directory, and hostile behaviours (hangs, drips, endless or huge bodies, a
-// gzip bomb, redirect loops) that the client has to survive. It also echoes
+// gzip bomb, redirect loops, a huge key, invalid UTF-8, a truncated
+// document) that the client has to survive. It also echoes
 // request headers, serves files gzip- and deflate-encoded, tells how many
 // requests a connection has served, and can require client certificates.
 //
@@ -539,6 +540,25 @@ class session {
       co_await write_chunk("0");
       co_await write_repeated("}", *depth);
       co_return co_await finish_chunks();
+    }
+    if (path == "/big-key") {  // {"kkk...k":1} with a key of `bytes` bytes
+      const auto bytes = query_number(target, "bytes");
+      if (!bytes) co_return co_await bad_request(req);
+      co_await send_header(req, std::nullopt);
+      co_await write_chunk("{\"");
+      co_await write_repeated("k", *bytes);
+      co_await write_chunk("\":1}");
+      co_return co_await finish_chunks();
+    }
+    if (path == "/invalid-utf8") {
+      const std::string body = "{\"valid\":1,\"bad\":\"\xff\xfe\"}";  // never in UTF-8
+      co_return co_await send(req, 200, body);
+    }
+    if (path == "/truncated") {
+      // A complete HTTP response whose document stops halfway.
+      std::string document = stats_document(seen);
+      document.resize(document.size() / 2);
+      co_return co_await send(req, 200, std::move(document));
     }
     co_return co_await send(req, 404, R"({"error":"no such route"})");
   }

@@ -38,7 +38,7 @@ constexpr std::size_t max_header_bytes = 64 * 1024;
 // The body of a redirect is read (so that the connection can be reused) but
 // not kept; more than this and the connection is dropped instead.
 constexpr std::size_t max_redirect_body_bytes = 64 * 1024;
-constexpr std::size_t read_chunk_bytes = 16 * 1024;
+constexpr std::size_t read_chunk_bytes = 64 * 1024;
 
 bool is_timeout(const boost::system::error_code& ec) {
   return ec == beast::error::timeout || ec == asio::error::timed_out;
@@ -157,7 +157,8 @@ exchange failed(failure f) {
 template <class Stream>
 asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buffer,
                                          const bhttp::request<bhttp::empty_body>& req,
-                                         std::size_t max_body_bytes, const std::string& shown) {
+                                         std::size_t max_body_bytes, const std::string& shown,
+                                         deadline until) {
   auto [write_ec, written] = co_await bhttp::async_write(stream, req, use_nothrow);
   if (write_ec) {
     exchange e = failed(failure::transient(network_error(
@@ -217,10 +218,15 @@ asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buf
   while (!parser.is_done()) {
     parser.get().body().data = chunk.data();
     parser.get().body().size = chunk.size();
+    // The stream's expiry bounds each read while it waits; a body that keeps
+    // arriving is bounded here, between reads.
+    beast::get_lowest_layer(stream).expires_at(until);
     auto [read_ec, read] = co_await bhttp::async_read(stream, buffer, parser, use_nothrow);
     if (read_ec == bhttp::error::need_buffer) read_ec = {};
     const std::size_t got = chunk.size() - parser.get().body().size;
     raw_bytes += got;
+    if (!read_ec && !parser.is_done() && std::chrono::steady_clock::now() >= until)
+      read_ec = beast::error::timeout;
     if (read_ec) {
       out.keep_alive = false;
       if (is_timeout(read_ec)) {
@@ -358,9 +364,11 @@ asio::awaitable<exchange> async_attempt(client_state& self, const target& t,
     conn->lowest().expires_at(until);
     exchange result;
     if (conn->secure) {
-      result = co_await async_exchange(*conn->secure, conn->buffer, req, max_body_bytes, shown);
+      result =
+          co_await async_exchange(*conn->secure, conn->buffer, req, max_body_bytes, shown, until);
     } else {
-      result = co_await async_exchange(*conn->plain, conn->buffer, req, max_body_bytes, shown);
+      result =
+          co_await async_exchange(*conn->plain, conn->buffer, req, max_body_bytes, shown, until);
     }
     if (result.error && result.nothing_received && reused) {
       // Closed by the server while it was idle: once more, on a fresh one.
