@@ -19,6 +19,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sys/resource.h>
 #include <csignal>
 #include <iostream>
 
@@ -82,6 +83,15 @@ int run_daemon(const run_options& options) {
   if (options.check) {
     std::cout << options.config << ": OK, " << loaded.config->endpoints.size() << " endpoint(s)\n";
     return 0;
+  }
+
+  // Each endpoint keeps its connection open between fetches: raise the soft
+  // descriptor limit to the hard one (systemd's default soft limit, 1024,
+  // would stop the daemon at about a thousand endpoints; the event loop
+  // uses epoll, so large descriptor numbers are fine).
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
   }
 
   asio::io_context io;

