@@ -12,6 +12,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bit>
+#include <cstdio>
+#include <limits>
+
 namespace asio = boost::asio;
 using namespace gatherstats;
 using std::chrono::steady_clock;
@@ -283,4 +288,368 @@ TEST_CASE("a commit that fails leaves nothing behind", "[pg][commit]") {
   REQUIRE_FALSE(r.has_value());
   CHECK_THAT(r.error().message, Catch::Contains("too long"));
   CHECK(db.count() == 0);
+}
+
+// --- binary commit paths and the pipelined batch (issue 6) ----------------------
+
+namespace {
+
+// Commits `record` once along `path` on a new connection; returns the new rows.
+asio::awaitable<outcome<std::size_t>> commit_along(std::string conninfo, fetch_record record,
+                                                   pg::commit_path path) {
+  auto s = co_await open_session(conninfo, "gatherstats_statistic");
+  if (!s) co_return s.error();
+  auto n = co_await pg::async_commit(s->conn, s->table, record, in(generous), path);
+  if (!s->conn.is_idle()) {
+    std::string what = "the connection is not idle after the commit";
+    if (!n) what += ": " + n.error().message;
+    co_return failure::permanent(what);
+  }
+  co_return n;
+}
+
+// Commits `records` as one batch `times` times on one connection; returns
+// every batch's outcomes, and whether the connection was idle after each.
+struct batch_run {
+  std::vector<std::vector<outcome<std::size_t>>> batches;
+  std::vector<bool> idle_after;
+};
+
+asio::awaitable<outcome<batch_run>> commit_batch(std::string conninfo,
+                                                 std::vector<fetch_record> records, int times,
+                                                 pg::batch_path path) {
+  auto s = co_await open_session(conninfo, "gatherstats_statistic");
+  if (!s) co_return s.error();
+  std::vector<const fetch_record*> pointers;
+  for (const auto& r : records) pointers.push_back(&r);
+  batch_run run;
+  for (int i = 0; i < times; ++i) {
+    auto results = co_await pg::async_commit_batch(s->conn, s->table, pointers, in(generous), path);
+    run.batches.push_back(std::move(results));
+    run.idle_after.push_back(s->conn.is_idle());
+  }
+  co_return run;
+}
+
+// `n` fetches of `rows` rows each, one endpoint, consecutive microseconds.
+std::vector<fetch_record> small_fetches(std::size_t n, std::size_t rows) {
+  std::vector<fetch_record> out;
+  auto at = now_utc();
+  for (std::size_t i = 0; i < n; ++i) {
+    fetch_record r;
+    r.endpoint = "http://stats.invalid/generated";
+    r.fetched_at = at + std::chrono::microseconds(i);
+    for (std::size_t k = 0; k < rows; ++k)
+      r.rows.push_back("g" + std::to_string(k / 50) + ".m" + std::to_string(k % 50),
+                       static_cast<double>(i * 1000 + k));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// Keys that a text format would have to escape, and non-ASCII ones.
+fetch_record awkward_record() {
+  fetch_record r;
+  r.endpoint = "http://ünïcödé.invalid/stats?a=1&b=\"2\"\t\\";
+  r.fetched_at = timestamp(std::chrono::microseconds(1'795'000'000'123'456));
+  r.rows.push_back("tab\there", 1);
+  r.rows.push_back("back\\slash\\\\double", 2);
+  r.rows.push_back("quotes \"double\" and 'single'", 3);
+  r.rows.push_back("new\nline and\r\ncarriage", 4);
+  r.rows.push_back("{braces},commas,(parens)", 5);
+  r.rows.push_back("NULL", 6);
+  r.rows.push_back("\\N", 7);
+  r.rows.push_back("日本語.キー.統計", 8);
+  r.rows.push_back("emoji 🎉.ключ.ÅÄÖ", 9);
+  r.rows.push_back(" leading and trailing spaces ", 10);
+  r.rows.push_back("", 11);
+  r.rows.push_back("nan", std::numeric_limits<double>::quiet_NaN());
+  r.rows.push_back("inf", std::numeric_limits<double>::infinity());
+  r.rows.push_back("-inf", -std::numeric_limits<double>::infinity());
+  r.rows.push_back("-0", -0.0);
+  r.rows.push_back("max", std::numeric_limits<double>::max());
+  r.rows.push_back("denormal", 5e-324);
+  r.rows.push_back("third", 1.0 / 3);
+  return r;
+}
+
+const pg::commit_path every_path[] = {pg::commit_path::automatic, pg::commit_path::copy,
+                                      pg::commit_path::unnest_binary,
+                                      pg::commit_path::copy_via_temp, pg::commit_path::unnest_text};
+
+const pg::batch_path both_batch_paths[] = {pg::batch_path::together_first,
+                                           pg::batch_path::each_alone};
+
+const char* path_name(pg::batch_path p) {
+  return p == pg::batch_path::together_first ? "together_first" : "each_alone";
+}
+
+const char* path_name(pg::commit_path p) {
+  switch (p) {
+    case pg::commit_path::automatic:
+      return "automatic";
+    case pg::commit_path::copy:
+      return "copy";
+    case pg::commit_path::unnest_binary:
+      return "unnest_binary";
+    case pg::commit_path::copy_via_temp:
+      return "copy_via_temp";
+    case pg::commit_path::unnest_text:
+      return "unnest_text";
+  }
+  return "?";
+}
+
+// The stored rows as (key, value as float8send hex, endpoint, fetched_at).
+std::vector<std::vector<std::string>> stored(const test::scratch_database& db) {
+  return db.query(
+      "SELECT key, encode(float8send(numeric_value), 'hex'), endpoint,"
+      " to_char(fetched_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+      " FROM gatherstats_statistic ORDER BY key COLLATE \"C\"");
+}
+
+std::string float8_hex(double v) {
+  auto bits = std::bit_cast<std::uint64_t>(v);
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(bits));
+  return buf;
+}
+
+}  // namespace
+
+TEST_CASE("every commit path stores awkward keys, endpoints and doubles exactly", "[pg][commit]") {
+  for (auto path : every_path) {
+    INFO(path_name(path));
+    test::scratch_database db;
+    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    auto record = awkward_record();
+    auto n = test::run_async(commit_along(db.conninfo(), record, path));
+    REQUIRE(n.has_value());
+    CHECK(*n == record.rows.size());
+    auto rows = stored(db);
+    REQUIRE(rows.size() == record.rows.size());
+    std::vector<std::pair<std::string, double>> expected;
+    for (std::size_t i = 0; i < record.rows.size(); ++i)
+      expected.emplace_back(record.rows.key(i), record.rows.value(i));
+    std::sort(expected.begin(), expected.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      CHECK(rows[i][0] == expected[i].first);
+      // NaN is compared by its bits too: PostgreSQL keeps the payload.
+      CHECK(rows[i][1] == float8_hex(expected[i].second));
+      CHECK(rows[i][2] == record.endpoint);
+      CHECK(rows[i][3] == "2026-11-18 11:06:40.123456");
+    }
+    // Again: nothing new, whatever the path.
+    auto again = test::run_async(commit_along(db.conninfo(), record, path));
+    REQUIRE(again.has_value());
+    CHECK(*again == 0);
+    CHECK(db.count() == static_cast<long long>(record.rows.size()));
+  }
+}
+
+TEST_CASE("a 30,003-row fetch is stored exactly once by the default path", "[pg][commit]") {
+  test::scratch_database db;
+  REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+  fetch_record big;
+  big.endpoint = "http://iar-backend.invalid/api/stats";
+  big.fetched_at = timestamp(std::chrono::microseconds(1'795'000'000'123'456));
+  for (int i = 0; i < 10'001; ++i) {
+    std::string inst = "asset_counts.by_institution.INST" + std::to_string(i);
+    big.rows.push_back(inst + ".total", 1000 + i);
+    big.rows.push_back(inst + ".completed", 900 + i);
+    big.rows.push_back(inst + ".with_personal_data", i % 97);
+  }
+  REQUIRE(big.rows.size() == 30'003);
+  REQUIRE(big.rows.size() >= pg::copy_min_rows);  // the COPY path, then its fallback
+  auto first = test::run_async(commit_along(db.conninfo(), big, pg::commit_path::automatic));
+  REQUIRE(first.has_value());
+  CHECK(*first == 30'003);
+  CHECK(db.count() == 30'003);
+  // A repeat (the COPY meets stored rows and falls back): nothing new.
+  auto again = test::run_async(commit_along(db.conninfo(), big, pg::commit_path::automatic));
+  REQUIRE(again.has_value());
+  CHECK(*again == 0);
+  CHECK(db.query("SELECT count(*), count(DISTINCT key), min(fetched_at) = max(fetched_at),"
+                 " sum(numeric_value)::bigint FROM gatherstats_statistic") ==
+        std::vector<std::vector<std::string>>{{"30003", "30003", "t", "119491513"}});
+}
+
+TEST_CASE("a fetch partly stored already gets only its missing rows, on every path",
+          "[pg][commit]") {
+  for (auto path : every_path) {
+    INFO(path_name(path));
+    test::scratch_database db;
+    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    auto record = small_fetches(1, 2000).front();
+    auto part = record;
+    part.rows = {};
+    for (std::size_t i = 0; i < record.rows.size(); i += 3)
+      part.rows.push_back(record.rows.key(i), record.rows.value(i));
+    REQUIRE(test::run_async(commit_along(db.conninfo(), part, pg::commit_path::unnest_binary))
+                .has_value());
+    auto n = test::run_async(commit_along(db.conninfo(), record, path));
+    REQUIRE(n.has_value());
+    CHECK(*n == record.rows.size() - part.rows.size());
+    CHECK(db.count() == static_cast<long long>(record.rows.size()));
+  }
+}
+
+TEST_CASE("a refused fetch stores nothing and leaves the connection usable, on every path",
+          "[pg][commit]") {
+  for (auto path : every_path) {
+    INFO(path_name(path));
+    test::scratch_database db;
+    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    auto record = small_fetches(1, 1500).front();
+    record.rows.push_back(std::string(513, 'k'), 1);  // longer than varchar(512)
+    auto r = test::run_async(commit_along(db.conninfo(), record, path));
+    REQUIRE_FALSE(r.has_value());
+    CHECK_FALSE(r.error().is_transient());
+    CHECK_THAT(r.error().message, Catch::Contains("too long") && Catch::Contains("22001"));
+    CHECK(db.count() == 0);
+  }
+}
+
+TEST_CASE("a batch commits every fetch atomically, in one or in one transaction each",
+          "[pg][commit][batch]") {
+  for (auto path : both_batch_paths) {
+    INFO(path_name(path));
+    test::scratch_database db;
+    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    auto records = small_fetches(50, 153);
+    records.push_back(awkward_record());
+    records.push_back(fetch_record{});  // empty: 0 rows, not sent
+    records.back().endpoint = "http://empty.invalid/";
+    auto run = test::run_async(commit_batch(db.conninfo(), records, 1, path));
+    REQUIRE(run.has_value());
+    REQUIRE(run->batches.at(0).size() == records.size());
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      INFO(i);
+      REQUIRE(run->batches[0][i].has_value());
+      CHECK(*run->batches[0][i] == records[i].rows.size());
+    }
+    CHECK(run->idle_after.at(0));
+    CHECK(db.count() == 50 * 153 + static_cast<long long>(awkward_record().rows.size()));
+    // The rows of each fetch share one transaction (xmin); each_alone gives
+    // every fetch its own, together_first one for the whole batch.
+    CHECK(db.query("SELECT count(DISTINCT xmin::text) FROM gatherstats_statistic")[0][0] ==
+          (path == pg::batch_path::each_alone ? "51" : "1"));
+    CHECK(db.query("SELECT count(*) FROM (SELECT 1 FROM gatherstats_statistic GROUP BY"
+                   " endpoint, fetched_at HAVING count(DISTINCT xmin::text) > 1) t")[0][0] == "0");
+    // The awkward keys survive the batch path too.
+    CHECK(db.query("SELECT count(*) FROM gatherstats_statistic WHERE key IN"
+                   " (E'tab\\there', E'new\\nline and\\r\\ncarriage', '日本語.キー.統計',"
+                   " E'back\\\\slash\\\\\\\\double')")[0][0] == "4");
+  }
+}
+
+TEST_CASE("a fetch the database refuses fails alone in its batch", "[pg][commit][batch]") {
+  for (auto path : both_batch_paths) {
+    INFO(path_name(path));
+    test::scratch_database db;
+    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    auto records = small_fetches(7, 153);
+    records[2].rows.push_back(std::string(513, 'k'), 1);              // key too long
+    records[4].endpoint = std::string(1205, 'e');                     // endpoint too long
+    records[5].rows.push_back(std::string("nul\0inside", 10), 1);     // never sent
+    records[6].fetched_at = timestamp(std::chrono::microseconds(0));  // fine: 1970
+    auto run = test::run_async(commit_batch(db.conninfo(), records, 1, path));
+    REQUIRE(run.has_value());
+    const auto& results = run->batches.at(0);
+    REQUIRE(results.size() == 7);
+    for (std::size_t i : {0, 1, 3, 6}) {
+      INFO(i);
+      REQUIRE(results[i].has_value());
+      CHECK(*results[i] == 153);
+    }
+    for (std::size_t i : {2, 4, 5}) {
+      INFO(i);
+      REQUIRE_FALSE(results[i].has_value());
+      CHECK_FALSE(results[i].error().is_transient());
+    }
+    CHECK_THAT(results[2].error().message, Catch::Contains("character varying(512)"));
+    CHECK_THAT(results[4].error().message, Catch::Contains("character varying(1204)"));
+    CHECK_THAT(results[5].error().message, Catch::Contains("NUL"));
+    CHECK(run->idle_after.at(0));
+    CHECK(db.count() == 4 * 153);
+    CHECK(db.query("SELECT count(*) FROM gatherstats_statistic WHERE fetched_at = '" +
+                   pg::format_timestamp(records[3].fetched_at) + "'")[0][0] == "153");
+    // Before PostgreSQL's epoch (2000): a negative binary timestamp.
+    CHECK(db.query("SELECT count(*) FROM gatherstats_statistic"
+                   " WHERE fetched_at = '1970-01-01 00:00:00+00'")[0][0] == "153");
+  }
+}
+
+TEST_CASE("repeating a batch stores nothing twice", "[pg][commit][batch]") {
+  for (auto path : both_batch_paths) {
+    INFO(path_name(path));
+    test::scratch_database db;
+    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    auto records = small_fetches(20, 153);
+    // The first batch commits half of the fetches (as if a lost connection
+    // had cut it short); the repeats carry all of them.
+    std::vector<fetch_record> half(records.begin(), records.begin() + 10);
+    auto first = test::run_async(commit_batch(db.conninfo(), half, 1, path));
+    REQUIRE(first.has_value());
+    auto run = test::run_async(commit_batch(db.conninfo(), records, 2, path));
+    REQUIRE(run.has_value());
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      INFO(i);
+      REQUIRE(run->batches[0][i].has_value());
+      CHECK(*run->batches[0][i] == (i < 10 ? 0u : 153u));
+      REQUIRE(run->batches[1][i].has_value());
+      CHECK(*run->batches[1][i] == 0);
+    }
+    CHECK(db.count() == 20 * 153);
+    CHECK(db.query("SELECT count(*) FROM gatherstats_statistic"
+                   " GROUP BY endpoint, key, fetched_at HAVING count(*) > 1")
+              .empty());
+  }
+}
+
+TEST_CASE("a connection lost mid-batch: confirmed fetches are known, the rest transient",
+          "[pg][commit][batch]") {
+  for (auto path : both_batch_paths) {
+    INFO(path_name(path));
+    const bool alone = path == pg::batch_path::each_alone;
+    test::scratch_database db;
+    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    auto records = small_fetches(6, 153);
+    // The fourth fetch's statement kills its own backend. each_alone: the
+    // fetches before it are confirmed, it and the ones after it are not;
+    // together_first: none is (they were all in one transaction).
+    db.exec(
+        "CREATE FUNCTION die_on_sentinel() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.key = 'sentinel' THEN PERFORM pg_terminate_backend(pg_backend_pid());"
+        " END IF; RETURN NEW; END $$;"
+        "CREATE TRIGGER die BEFORE INSERT ON gatherstats_statistic"
+        " FOR EACH ROW EXECUTE FUNCTION die_on_sentinel()");
+    records[3].rows.push_back("sentinel", 1);
+    auto run = test::run_async(commit_batch(db.conninfo(), records, 1, path));
+    REQUIRE(run.has_value());
+    const auto& results = run->batches.at(0);
+    REQUIRE(results.size() == 6);
+    const std::size_t confirmed = alone ? 3 : 0;
+    for (std::size_t i = 0; i < confirmed; ++i) {
+      INFO(i);
+      REQUIRE(results[i].has_value());
+      CHECK(*results[i] == 153);
+    }
+    for (std::size_t i = confirmed; i < 6; ++i) {
+      INFO(i);
+      REQUIRE_FALSE(results[i].has_value());
+      CHECK(results[i].error().is_transient());
+    }
+    CHECK_FALSE(run->idle_after.at(0));
+    CHECK(db.count() == static_cast<long long>(confirmed * 153));
+    // The retry of the unknown ones is safe, and the known ones are not sent
+    // again: the trigger gone, the rest lands once.
+    db.exec("DROP TRIGGER die ON gatherstats_statistic");
+    std::vector<fetch_record> retry(records.begin() + confirmed, records.end());
+    auto again = test::run_async(commit_batch(db.conninfo(), retry, 1, path));
+    REQUIRE(again.has_value());
+    for (const auto& r : again->batches.at(0)) CHECK(r.has_value());
+    CHECK(db.count() == 6 * 153 + 1);
+  }
 }

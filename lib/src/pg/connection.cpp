@@ -101,6 +101,7 @@ std::size_t result::affected_rows() const {
 struct connection::impl {
   std::unique_ptr<PGconn, conn_deleter> conn;
   asio::posix::stream_descriptor socket;
+  std::string last_sqlstate;
 
   explicit impl(asio::any_io_executor ex) : socket(std::move(ex)) {}
   ~impl() { detach_socket(); }
@@ -153,9 +154,43 @@ struct connection::impl {
     co_return true;
   }
 
-  failure error_from(PGresult* r) const {
+  // Waits until libpq can write more or has something to read: while a
+  // pipeline is flushed the server may be blocked sending results that
+  // nobody reads, so waiting for writability alone could deadlock.
+  asio::awaitable<bool> wait_either(deadline until) {
+    asio::steady_timer timer(socket.get_executor(), until);
+    auto r = co_await (socket.async_wait(wait_type::wait_read, use_nothrow) ||
+                       socket.async_wait(wait_type::wait_write, use_nothrow) ||
+                       timer.async_wait(use_nothrow));
+    co_return r.index() != 2;
+  }
+
+  // Sends everything libpq has queued, reading what arrives meanwhile.
+  asio::awaitable<outcome<void>> async_flush(deadline until) {
+    for (;;) {
+      int flushed = PQflush(conn.get());
+      if (flushed == 0) co_return outcome<void>{};
+      if (flushed < 0) co_return lost();
+      bool ready = co_await wait_either(until);
+      if (!ready) co_return timed_out();
+      if (!PQconsumeInput(conn.get())) co_return lost();
+    }
+  }
+
+  // Waits until PQgetResult() would not block.
+  asio::awaitable<outcome<void>> async_until_not_busy(deadline until) {
+    while (PQisBusy(conn.get())) {
+      bool ready = co_await wait(wait_type::wait_read, until);
+      if (!ready) co_return timed_out();
+      if (!PQconsumeInput(conn.get())) co_return lost();
+    }
+    co_return outcome<void>{};
+  }
+
+  failure error_from(PGresult* r) {
     const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
     const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    last_sqlstate = state ? state : "";
     std::string message = "database error: ";
     message += one_line(primary ? primary : PQresultErrorMessage(r));
     if (state) {
@@ -169,22 +204,13 @@ struct connection::impl {
 
   // Sends what libpq has queued, then collects every result of the command.
   asio::awaitable<outcome<result>> async_collect(deadline until) {
-    for (;;) {
-      int flushed = PQflush(conn.get());
-      if (flushed == 0) break;
-      if (flushed < 0) co_return lost();
-      bool ready = co_await wait(wait_type::wait_write, until);
-      if (!ready) co_return timed_out();
-      if (!PQconsumeInput(conn.get())) co_return lost();
-    }
+    auto flushed = co_await async_flush(until);
+    if (!flushed) co_return flushed.error();
     std::unique_ptr<pg_result, result::deleter> last;
     std::optional<failure> first_error;
     for (;;) {
-      while (PQisBusy(conn.get())) {
-        bool ready = co_await wait(wait_type::wait_read, until);
-        if (!ready) co_return timed_out();
-        if (!PQconsumeInput(conn.get())) co_return lost();
-      }
+      auto ready = co_await async_until_not_busy(until);
+      if (!ready) co_return ready.error();
       PGresult* r = PQgetResult(conn.get());
       if (!r) break;
       switch (PQresultStatus(r)) {
@@ -192,6 +218,16 @@ struct connection::impl {
         case PGRES_TUPLES_OK:
         case PGRES_EMPTY_QUERY:
           last.reset(r);
+          break;
+        case PGRES_COPY_IN:
+          // A COPY FROM STDIN where none was expected: end it so the
+          // connection stays usable.
+          PQclear(r);
+          if (PQputCopyEnd(conn.get(), "unexpected COPY FROM STDIN") < 0) co_return lost();
+          {
+            auto sent = co_await async_flush(until);
+            if (!sent) co_return sent.error();
+          }
           break;
         default:
           if (!first_error) first_error = error_from(r);
@@ -204,7 +240,41 @@ struct connection::impl {
     if (!last) co_return failure::permanent("database error: the command returned no result");
     co_return result(std::move(last));
   }
+
+  // Queues `s` with PQsendQueryParams (text results).
+  bool send(const statement& s) {
+    std::string text(s.sql);
+    std::vector<Oid> types;
+    std::vector<const char*> values;
+    std::vector<int> lengths, formats;
+    for (const auto& p : s.params) {
+      types.push_back(p.type);
+      values.push_back(p.bytes.data());
+      lengths.push_back(static_cast<int>(p.bytes.size()));
+      formats.push_back(p.binary ? 1 : 0);
+    }
+    return PQsendQueryParams(conn.get(), text.c_str(), static_cast<int>(s.params.size()),
+                             types.data(), values.data(), lengths.data(), formats.data(), 0) == 1;
+  }
 };
+
+namespace {
+
+// A text parameter must end in a NUL for libpq (it ignores the length of text
+// parameters), which a string_view does not promise: such parameters are
+// copied into `storage` first.
+std::vector<parameter> with_terminated_text(std::span<const parameter> params,
+                                            std::vector<std::string>& storage) {
+  std::vector<parameter> out(params.begin(), params.end());
+  storage.reserve(params.size());
+  for (auto& p : out) {
+    if (p.binary) continue;
+    p.bytes = storage.emplace_back(p.bytes);
+  }
+  return out;
+}
+
+}  // namespace
 
 connection::connection(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 connection::connection(connection&&) noexcept = default;
@@ -225,13 +295,20 @@ asio::awaitable<outcome<connection>> connection::async_connect(std::string conni
   }
   std::vector<std::string> keys, values;
   std::string host, hostaddr;
+  bool has_encoding = false;
   for (auto* o = parsed.get(); o->keyword; ++o) {
     if (!o->val) continue;
     std::string_view key = o->keyword;
     if (key == "host") host = o->val;
     if (key == "hostaddr") hostaddr = o->val;
+    if (key == "client_encoding") has_encoding = true;
     keys.emplace_back(key);
     values.emplace_back(o->val);
+  }
+  // Keys and endpoints are UTF-8 whatever the locale of the process says.
+  if (!has_encoding && !std::getenv("PGCLIENTENCODING")) {
+    keys.emplace_back("client_encoding");
+    values.emplace_back("UTF8");
   }
   if (host.empty() && hostaddr.empty()) {
     if (const char* env = std::getenv("PGHOST")) host = env;
@@ -313,6 +390,7 @@ asio::awaitable<outcome<connection>> connection::async_connect(std::string conni
 
 asio::awaitable<outcome<result>> connection::async_exec(std::string_view sql, deadline until) {
   if (!impl_->conn) co_return failure::transient("the database connection is closed");
+  impl_->last_sqlstate.clear();
   std::string text(sql);
   if (!PQsendQuery(impl_->conn.get(), text.c_str())) co_return impl_->lost();
   co_return co_await impl_->async_collect(until);
@@ -322,6 +400,7 @@ asio::awaitable<outcome<result>> connection::async_query(std::string_view sql,
                                                          std::span<const std::string> params,
                                                          deadline until) {
   if (!impl_->conn) co_return failure::transient("the database connection is closed");
+  impl_->last_sqlstate.clear();
   std::string text(sql);
   std::vector<const char*> values;
   values.reserve(params.size());
@@ -331,6 +410,217 @@ asio::awaitable<outcome<result>> connection::async_query(std::string_view sql,
     co_return impl_->lost();
   co_return co_await impl_->async_collect(until);
 }
+
+asio::awaitable<outcome<result>> connection::async_query(const statement& s, deadline until) {
+  if (!impl_->conn) co_return failure::transient("the database connection is closed");
+  impl_->last_sqlstate.clear();
+  std::vector<std::string> storage;
+  auto params = with_terminated_text(s.params, storage);
+  if (!impl_->send(statement{s.sql, params})) co_return impl_->lost();
+  co_return co_await impl_->async_collect(until);
+}
+
+asio::awaitable<outcome<result>> connection::async_copy_in(std::string_view copy_sql,
+                                                           std::string_view data, deadline until) {
+  if (!impl_->conn) co_return failure::transient("the database connection is closed");
+  impl_->last_sqlstate.clear();
+  PGconn* c = impl_->conn.get();
+  std::string text(copy_sql);
+  if (!PQsendQuery(c, text.c_str())) co_return impl_->lost();
+  auto flushed = co_await impl_->async_flush(until);
+  if (!flushed) co_return flushed.error();
+  auto ready = co_await impl_->async_until_not_busy(until);
+  if (!ready) co_return ready.error();
+  PGresult* started = PQgetResult(c);
+  if (!started) co_return impl_->lost();
+  if (PQresultStatus(started) != PGRES_COPY_IN) {
+    // Refused before any data (no such table, not a COPY FROM STDIN): the
+    // rest of the command's results say why.
+    // Not a ?: expression: GCC 12 mishandles its temporaries in a coroutine.
+    failure f = failure::permanent("database error: the statement is not COPY FROM STDIN");
+    if (PQresultStatus(started) == PGRES_FATAL_ERROR) f = impl_->error_from(started);
+    PQclear(started);
+    auto rest = co_await impl_->async_collect(until);
+    if (!rest && rest.error().is_transient()) co_return rest.error();
+    co_return f;
+  }
+  PQclear(started);
+  // One piece at a time, each sent before the next is queued: libpq moves
+  // the unsent rest of its buffer to the front after every partial send, so
+  // queueing megabytes at once would cost a copy of them per send.
+  constexpr std::size_t piece = 64 * 1024;
+  for (std::size_t at = 0; at < data.size();) {
+    auto n = std::min(piece, data.size() - at);
+    int put = PQputCopyData(c, data.data() + at, static_cast<int>(n));
+    if (put < 0) break;  // the server ended the COPY (an error): collect it below
+    if (put == 1) at += n;
+    auto sent = co_await impl_->async_flush(until);
+    if (!sent) co_return sent.error();
+  }
+  for (;;) {
+    int ended = PQputCopyEnd(c, nullptr);
+    if (ended == 1) break;
+    if (ended < 0) {
+      if (PQstatus(c) == CONNECTION_BAD) co_return impl_->lost();
+      break;  // no COPY in progress any more: the server has answered
+    }
+    bool writable = co_await impl_->wait_either(until);
+    if (!writable) co_return impl_->timed_out();
+    if (!PQconsumeInput(c)) co_return impl_->lost();
+  }
+  co_return co_await impl_->async_collect(until);
+}
+
+asio::awaitable<std::vector<outcome<result>>> connection::async_pipeline(
+    std::span<const statement> statements, pipeline_sync sync, deadline until) {
+  const std::size_t n = statements.size();
+  // Each statement's outcome, empty until known.
+  std::vector<std::optional<outcome<result>>> known(n);
+  auto finish = [&](const failure& unknown) {
+    std::vector<outcome<result>> out;
+    out.reserve(n);
+    for (auto& k : known) {
+      if (k)
+        out.push_back(std::move(*k));
+      else
+        out.push_back(unknown);
+    }
+    return out;
+  };
+  if (n == 0) co_return finish(failure::transient(""));
+  if (!impl_->conn) co_return finish(failure::transient("the database connection is closed"));
+  impl_->last_sqlstate.clear();
+  PGconn* c = impl_->conn.get();
+  if (!PQenterPipelineMode(c)) {
+    impl_->close();  // not idle: a caller's bug; never reuse it
+    co_return finish(failure::transient("the database connection is busy"));
+  }
+  const bool each_alone = sync == pipeline_sync::each_alone;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::vector<std::string> storage;
+    auto params = with_terminated_text(statements[i].params, storage);
+    if (!impl_->send(statement{statements[i].sql, params})) co_return finish(impl_->lost());
+    if ((each_alone || i + 1 == n) && !PQpipelineSync(c)) co_return finish(impl_->lost());
+  }
+
+  // Results arrive in order: for each statement its result (an error, or
+  // PIPELINE_ABORTED when skipped after an error) and a null; after the
+  // last statement of a transaction, PIPELINE_SYNC once it has ended.
+  std::size_t current = 0;    // the statement whose result comes next
+  std::size_t confirmed = 0;  // statements before it are settled by a sync
+  auto expecting_sync = [&] { return each_alone ? current > confirmed : current == n; };
+  // A transaction has ended (its sync) or will never commit (an error or a
+  // loss): settles the statements [confirmed, current).
+  auto settle = [&](bool committed, const failure& otherwise) {
+    for (std::size_t i = confirmed; i < current && i < n; ++i) {
+      if (!known[i])
+        known[i] = otherwise;
+      else if (!committed && known[i]->has_value())
+        known[i] = otherwise;
+    }
+    confirmed = current;
+  };
+  auto segment_failed = [&] {
+    for (std::size_t i = confirmed; i < current && i < n; ++i)
+      if (known[i] && !known[i]->has_value()) return true;
+    return false;
+  };
+  const failure rolled_back =
+      failure::transient("database error: rolled back with a statement that failed");
+  std::optional<failure> broken;
+  int nulls_in_a_row = 0;
+  while (confirmed < n) {
+    int flushed = PQflush(c);
+    if (flushed < 0) {
+      broken = impl_->lost();
+      break;
+    }
+    while (confirmed < n && !PQisBusy(c)) {
+      PGresult* r = PQgetResult(c);
+      if (!r) {
+        // One null ends each statement's results; two in a row would mean
+        // libpq has nothing more to give, which must not spin.
+        if (++nulls_in_a_row > 1) {
+          broken = impl_->lost();
+          break;
+        }
+        if (!expecting_sync()) ++current;
+        continue;
+      }
+      nulls_in_a_row = 0;
+      auto status = PQresultStatus(r);
+      if (status == PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        if (segment_failed())
+          settle(false, rolled_back);
+        else
+          settle(true, failure::permanent("database error: the command returned no result"));
+        continue;
+      }
+      if (status == PGRES_FATAL_ERROR && expecting_sync()) {
+        // The commit at the sync failed (libpq then gives a null and the
+        // sync): the whole transaction fails, charged to its last statement.
+        known[current - 1] = impl_->error_from(r);
+        PQclear(r);
+        continue;
+      }
+      if (current >= n) {
+        PQclear(r);
+        continue;
+      }
+      auto& k = known[current];
+      switch (status) {
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+          k = result(std::unique_ptr<pg_result, result::deleter>(r));
+          break;
+        case PGRES_FATAL_ERROR:
+          k = impl_->error_from(r);
+          PQclear(r);
+          break;
+        case PGRES_PIPELINE_ABORTED:
+          k = rolled_back;
+          PQclear(r);
+          break;
+        default:
+          PQclear(r);
+          break;
+      }
+    }
+    if (broken || confirmed == n) break;
+    if (PQstatus(c) == CONNECTION_BAD) {
+      broken = impl_->lost();
+      break;
+    }
+    bool ready = false;
+    if (flushed == 1)
+      ready = co_await impl_->wait_either(until);
+    else
+      ready = co_await impl_->wait(wait_type::wait_read, until);
+    if (!ready) {
+      broken = impl_->timed_out();
+      break;
+    }
+    if (!PQconsumeInput(c)) {
+      broken = impl_->lost();
+      break;
+    }
+  }
+  if (broken) {
+    // The transaction under way: if one of its statements failed it cannot
+    // commit; otherwise whether it did is unknown (successes are dropped).
+    current = each_alone ? std::min(confirmed + 1, n) : n;
+    if (segment_failed())
+      settle(false, rolled_back);
+    else
+      settle(false, *broken);
+    co_return finish(*broken);
+  }
+  if (!PQexitPipelineMode(c)) impl_->close();  // cannot happen once every sync is in
+  co_return finish(failure::transient(""));
+}
+
+const std::string& connection::last_sqlstate() const { return impl_->last_sqlstate; }
 
 bool connection::is_idle() const {
   return impl_ && impl_->conn && PQstatus(impl_->conn.get()) == CONNECTION_OK &&

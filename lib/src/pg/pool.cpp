@@ -14,6 +14,8 @@
 
 #include <optional>
 #include <random>
+#include <span>
+#include <vector>
 
 namespace asio = boost::asio;
 
@@ -103,6 +105,28 @@ asio::awaitable<void> pause(asio::any_io_executor ex, std::chrono::milliseconds 
   co_await t.async_wait(use_nothrow);
 }
 
+// Bounds on one batch: a big fetch goes alone, small ones go together.
+constexpr std::size_t max_batch_fetches = 64;
+constexpr std::size_t max_batch_rows = 20'000;
+
+// One fetch alone by the single-fetch path (COPY for big ones), several
+// pipelined in one round trip.
+asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_all(
+    connection& conn, const table_name& table, const std::vector<fetch_record>& batch,
+    deadline until) {
+  if (batch.size() == 1) {
+    auto one = co_await async_commit(conn, table, batch.front(), until);
+    std::vector<outcome<std::size_t>> out;
+    out.push_back(std::move(one));
+    co_return out;
+  }
+  std::vector<const fetch_record*> records;
+  records.reserve(batch.size());
+  for (const auto& r : batch) records.push_back(&r);
+  std::span<const fetch_record* const> view(records);
+  co_return co_await async_commit_batch(conn, table, view, until);
+}
+
 asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
   std::optional<connection> conn;
   unsigned failures = 0;
@@ -134,38 +158,56 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       co_await s->wake.async_wait(use_nothrow);
       continue;
     }
-    fetch_record record = s->pop_front();
-    ++s->in_flight;
-    auto result =
-        co_await async_commit(*conn, s->settings.table, record,
-                              steady::now() + s->settings.statement_timeout + client_slack);
-    --s->in_flight;
-    if (!result && result.error().is_transient()) {
-      // Commit again, first in line, on this or the next connection: an
-      // idempotent commit makes a repeat harmless even if this one landed.
-      s->push_front(std::move(record));
-      if (!conn->is_idle()) {
-        drop();
-        s->lost(result.error().message);
-      } else {
-        // The connection is fine but the statement was not (a statement
-        // timeout, a serialization failure): say so, then try again.
-        log::event e{log::event_kind::warning, log::severity::warning};
-        e.endpoint = s->queue.front().name;
-        e.error = result.error().message;
-        e.detail = "the commit will be retried";
-        if (s->events) s->events(e);
-      }
-      co_await pause(s->ex, retry_delay.delay(++failures, s->random));
+    // What is waiting goes together, up to a bound: small fetches share a
+    // round trip and a WAL flush instead of paying for one each.
+    std::vector<fetch_record> batch;
+    std::size_t rows = 0;
+    while (!s->queue.empty() && batch.size() < max_batch_fetches &&
+           (batch.empty() || rows + s->queue.front().rows.size() <= max_batch_rows)) {
+      rows += s->queue.front().rows.size();
+      batch.push_back(s->pop_front());
+    }
+    s->in_flight += batch.size();
+    auto results =
+        co_await async_commit_all(*conn, s->settings.table, batch,
+                                  steady::now() + s->settings.statement_timeout + client_slack);
+    s->in_flight -= batch.size();
+
+    // Transient failures are committed again, first in line, in their order,
+    // on this or the next connection: an idempotent commit makes a repeat
+    // harmless even if one landed.
+    std::optional<failure> transient;
+    for (std::size_t i = batch.size(); i-- > 0;) {
+      if (results[i] || !results[i].error().is_transient()) continue;
+      transient = results[i].error();
+      s->push_front(std::move(batch[i]));
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (!results[i] && results[i].error().is_transient()) continue;
+      if (!results[i])
+        s->emit(log::event_kind::commit_failed, log::severity::error,
+                batch[i].endpoint + ": " + results[i].error().message);
+      if (s->done) s->done(batch[i], results[i]);
+    }
+    s->idle.cancel();
+    if (!transient) {
+      failures = 0;
+      if (!conn->is_idle()) drop();
       continue;
     }
-    failures = 0;
-    if (!result)
-      s->emit(log::event_kind::commit_failed, log::severity::error,
-              record.endpoint + ": " + result.error().message);
-    if (!conn->is_idle()) drop();
-    if (s->done) s->done(record, result);
-    s->idle.cancel();
+    if (!conn->is_idle()) {
+      drop();
+      s->lost(transient->message);
+    } else {
+      // The connection is fine but the statement was not (a statement
+      // timeout, a serialization failure): say so, then try again.
+      log::event e{log::event_kind::warning, log::severity::warning};
+      e.endpoint = s->queue.front().name;
+      e.error = transient->message;
+      e.detail = "the commit will be retried";
+      if (s->events) s->events(e);
+    }
+    co_await pause(s->ex, retry_delay.delay(++failures, s->random));
   }
   drop();
   s->idle.cancel();

@@ -1,5 +1,5 @@
 // The statistics table: its name, its schema (create or check), and the
-// atomic, idempotent commit of one fetch.
+// atomic, idempotent commit of fetches.
 //
 // The table is the original tool's `gatherstats_statistic` (docs/schema.md):
 // a table the original created is used as it is. What we require of any
@@ -8,9 +8,11 @@
 // exactly (endpoint, key, fetched_at), and no other NOT NULL column without a
 // default.
 //
-// A commit is one INSERT ... ON CONFLICT (endpoint, key, fetched_at) DO
-// NOTHING statement: a single transaction, so readers never see part of a
-// fetch, and a repeated commit of the same fetch stores nothing new.
+// Every fetch is committed in a transaction of its own, so readers never see
+// part of a fetch, and a repeated commit of the same fetch (same endpoint,
+// fetched_at and keys) stores nothing new and is not an error: that is what
+// makes retrying after a lost connection safe. Rows travel in PostgreSQL's
+// binary format (no quoting or escaping of keys; doubles exact).
 //
 // Errors and threading: as for pg::connection.
 #pragma once
@@ -21,8 +23,11 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <cstddef>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gatherstats::pg {
 
@@ -51,11 +56,91 @@ boost::asio::awaitable<outcome<bool>> async_migrate(connection& conn, const tabl
 boost::asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_name& table,
                                                          deadline until);
 
+// How async_commit sends one fetch. `automatic` is what the commit benchmark
+// measured fastest (docs/performance.md); the others are kept so that the
+// benchmark can measure them again, and tests can reach each path.
+enum class commit_path {
+  // `copy` from copy_min_rows rows on, `unnest_binary` below (COPY costs one
+  // more round trip, which a small fetch notices).
+  automatic,
+  // Binary COPY straight into the table: one statement, so one transaction.
+  // The rows go in byte order of key (the unique index's order: it fills
+  // page by page), so their ids follow key order, not document order.
+  // If any row of the fetch is already stored, the unique constraint refuses
+  // the COPY, which then stores nothing, and the fetch is committed again by
+  // `unnest_binary`, which stores only the rows that are missing.
+  copy,
+  // INSERT ... SELECT FROM unnest($3::text[], $4::float8[]) ON CONFLICT
+  // (endpoint, key, fetched_at) DO NOTHING, with binary parameters.
+  unnest_binary,
+  // Binary COPY into a temporary table, then INSERT ... SELECT ... ON
+  // CONFLICT DO NOTHING from it, in one explicit transaction.
+  copy_via_temp,
+  // As unnest_binary with text-format array parameters (the path before
+  // binary parameters; the benchmark's "before").
+  unnest_text,
+};
+
+// Where `automatic` switches from unnest_binary to copy. Measured on a
+// local server, COPY is already cheaper at 153 rows (no ON CONFLICT, rows
+// inserted in bulk); below about a hundred rows the extra round trip to a
+// remote server would cost more than that saves.
+inline constexpr std::size_t copy_min_rows = 100;
+
 // Commits every row of `record` in one transaction; returns how many rows
-// were new (0 when the same fetch was committed before).
+// were new (0 when the same fetch was committed before). A key containing a
+// NUL character fails permanently without a round trip.
 boost::asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const table_name& table,
                                                           const fetch_record& record,
                                                           deadline until);
+boost::asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const table_name& table,
+                                                          const fetch_record& record,
+                                                          deadline until, commit_path path);
+
+// Commits many fetches over one connection: libpq pipeline mode, one
+// INSERT ... SELECT FROM unnest(...) per fetch (rows in key order, as for
+// `copy`), all sent at once. Returns one outcome per record, in order: the
+// number of new rows, or why that record was not stored. `records` must stay
+// alive until the call completes. Every fetch is atomic (all its rows or
+// none) and idempotent, whatever the path:
+// - `together_first` (the default): all the fetches in one transaction
+//   (one round trip, one WAL flush for the batch), as plain INSERTs. If any
+//   fetch fails, or has rows stored already (a retry), that transaction
+//   stores nothing, and every fetch is committed again as under
+//   `each_alone` (a second round trip), so the outcomes are each_alone's;
+// - `each_alone`: INSERT ... ON CONFLICT DO NOTHING with a sync point after
+//   each fetch, so each fetch is its own transaction (one round trip, one
+//   WAL flush per fetch; PostgreSQL's group commit shares flushes only
+//   between transactions committing at the same time on other connections).
+//
+// One record's failure touches no other record's rows:
+// - the database refuses a record (a key longer than the column, an
+//   endpoint too long, ...): that record fails permanently and stores
+//   nothing; every other record is committed as if it were not in the batch;
+// - a transient SQL error of one record (statement timeout, serialization
+//   failure): that record fails transiently and stores nothing; the others
+//   are committed, and the connection stays usable;
+// - a record with a NUL in a key fails permanently and is not sent; an
+//   empty record is 0 new rows and is not sent.
+// When the connection is lost or `until` passes mid-batch, the connection is
+// closed (is_idle() is false) and:
+// - a record whose transaction's commit the server confirmed keeps its
+//   outcome, known for certain: under each_alone (and in together_first's
+//   second round) the records before the one in flight; in together_first's
+//   first round, none;
+// - every other record fails transiently ("lost the connection ..." or
+//   "did not answer before the deadline"). Whether it committed is unknown
+//   (the server may have committed and lost only the answer). Retrying it
+//   is safe: the commit is idempotent, so a retry stores only what is
+//   missing (0 new rows if it had landed).
+enum class batch_path { together_first, each_alone };
+
+boost::asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
+    connection& conn, const table_name& table, std::span<const fetch_record* const> records,
+    deadline until);
+boost::asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
+    connection& conn, const table_name& table, std::span<const fetch_record* const> records,
+    deadline until, batch_path path);
 
 // ISO 8601 in UTC with microseconds: "2026-11-27 21:24:10.123456+00".
 std::string format_timestamp(timestamp t);
