@@ -3,6 +3,7 @@
 #include "gatherstats/config/duration.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 #include <boost/url/parse.hpp>
 
@@ -17,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <sstream>
 
 namespace gatherstats::config {
 
@@ -671,8 +673,9 @@ class config_reader {
       std::vector<std::pair<std::string, std::string>> own;
       read_headers(*e, own);
       for (auto& [name, value] : own) {
+        // An init-capture, since clang before 16 cannot capture a structured binding.
         auto same = std::find_if(ep.headers.begin(), ep.headers.end(),
-                                 [&](const auto& h) { return iequals(h.first, name); });
+                                 [&key = name](const auto& h) { return iequals(h.first, key); });
         if (same != ep.headers.end())
           *same = {std::move(name), std::move(value)};
         else
@@ -819,31 +822,96 @@ class config_reader {
   }
 };
 
+// The root of each document of a YAML stream, as parse events: where it is,
+// whether it is null, and whether it is a null that did not get past the
+// token its document started at.
+//
+// Why documents are not loaded with YAML::LoadAll: yaml-cpp 0.7 (Debian 12)
+// never returns from it when a flow collection or a quoted scalar is followed
+// by "," ("{a: 1},"): it yields an empty document at the "," without taking
+// the ",", again and again, keeping each one until memory runs out (yaml-cpp
+// issue 1040; LoadAll was fixed upstream in 2024 by PR 1319, after 0.8.0).
+// Found by tests/fuzz/fuzz_config.
+class document_roots : public YAML::EventHandler {
+ public:
+  struct root {
+    YAML::Mark mark;
+    bool null;
+    bool stuck;
+  };
+  std::vector<root> roots;
+
+  void OnDocumentStart(const YAML::Mark& m) override {
+    start_ = m;
+    pending_ = true;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override {
+    add(m, true, m.pos == start_.pos && m.line == start_.line && m.column == start_.column);
+  }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { add(m, false, false); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    add(m, false, false);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    add(m, false, false);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    add(m, false, false);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void add(const YAML::Mark& m, bool null, bool stuck) {
+    if (pending_) roots.push_back({m, null, stuck});
+    pending_ = false;
+  }
+  YAML::Mark start_;
+  bool pending_ = false;
+};
+
 }  // namespace
 
 load_result parse_config(std::string_view yaml, const std::string& file, const env_lookup& env) {
   load_result result;
-  std::vector<YAML::Node> documents;
+  document_roots documents;
+  YAML::Node root;
   try {
-    documents = YAML::LoadAll(std::string(yaml));
+    // Two documents at most: a second one is an error, whatever it holds.
+    std::istringstream in{std::string(yaml)};
+    YAML::Parser parser(in);
+    for (int n = 0; n < 2 && parser.HandleNextDocument(documents); ++n) {
+    }
+    if (documents.roots.size() == 1) root = YAML::Load(std::string(yaml));
   } catch (const YAML::Exception& e) {
     result.errors.push_back({file, e.mark.line + 1, e.mark.column + 1, e.msg});
     return result;
   }
-  if (documents.empty() || documents[0].IsNull()) {
+  const auto& roots = documents.roots;
+  if (roots.size() > 1 && roots[1].stuck) {
+    auto m = roots[1].mark;
+    result.errors.push_back(
+        {file, m.line + 1, m.column + 1, "unexpected text after the end of the YAML document"});
+    return result;
+  }
+  if (roots.empty() || roots[0].null) {
     result.errors.push_back({file, 0, 0,
                              "the configuration is empty: configure at least one "
                              "endpoint"});
     return result;
   }
-  if (documents.size() > 1) {
-    auto m = documents[1].Mark();
+  if (roots.size() > 1) {
+    auto m = roots[1].mark;
     result.errors.push_back({file, m.line + 1, m.column + 1,
                              "more than one YAML document: the configuration is one document"});
     return result;
   }
   config_reader reader(file, env);
-  auto config = reader.read(documents[0]);
+  auto config = reader.read(root);
   result.errors = std::move(reader.errors);
   if (result.errors.empty()) result.config = std::move(config);
   return result;

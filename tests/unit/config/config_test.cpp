@@ -651,3 +651,18 @@ TEST_CASE("secret file errors name the path, never the content", "[config][secre
   REQUIRE_FALSE(v.has_value());
   CHECK(v.error().message.find(content) == std::string::npos);
 }
+
+TEST_CASE("a \",\" after a flow collection or a quoted scalar is an error, not a hang",
+          "[config][fuzz]") {
+  // yaml-cpp 0.7's LoadAll never returns on these, growing without bound
+  // (found by tests/fuzz/fuzz_config).
+  CHECK(error_of(",t") == "test.yaml:1:1: unexpected text after the end of the YAML document");
+  CHECK(error_of("{endpoints: [{name: a, url: \"http://h/\"}]},\n") ==
+        "test.yaml:1:43: unexpected text after the end of the YAML document");
+  CHECK(error_of("\"text\" ,") ==
+        "test.yaml:1:8: unexpected text after the end of the YAML document");
+  CHECK(error_of("---\n---\n" + endpoint_with("")) ==
+        "test.yaml: the configuration is empty: configure at least one endpoint");
+  CHECK(error_of(endpoint_with("") + "...\n{a: 1}\n") ==
+        "test.yaml:5:1: more than one YAML document: the configuration is one document");
+}
