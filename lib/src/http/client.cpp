@@ -266,9 +266,97 @@ asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buf
   co_return out;
 }
 
+namespace {
+
+// A TLS context as `settings` ask for it. Loading the system trust store
+// costs about 28 ms and 0.8 MiB, so contexts are shared (below).
+outcome<std::shared_ptr<asio::ssl::context>> make_tls_context(const tls_settings& settings) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  auto& tls = *ctx;
+  boost::system::error_code ec;
+  tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1,
+                  ec);
+  const auto require_file = [](const std::string& what, const std::string& path) {
+    std::error_code fs_ec;
+    if (std::filesystem::is_regular_file(path, fs_ec)) return std::optional<failure>();
+    return std::optional<failure>(
+        failure::permanent(what + " \"" + path + "\" does not exist or is not a file"));
+  };
+  if (settings.insecure_skip_verify) {
+    tls.set_verify_mode(asio::ssl::verify_none);
+  } else {
+    if (settings.ca_file.empty()) {
+      tls.set_default_verify_paths(ec);
+      if (ec) return failure::permanent("cannot load the system trust store: " + ec.message());
+    } else {
+      if (auto missing = require_file("CA file", settings.ca_file)) return *missing;
+      tls.load_verify_file(settings.ca_file, ec);
+      if (ec)
+        return failure::permanent("cannot load CA file \"" + settings.ca_file +
+                                  "\": " + ec.message());
+    }
+    tls.set_verify_mode(asio::ssl::verify_peer);
+  }
+  if (settings.cert_file.empty() != settings.key_file.empty())
+    return failure::permanent("a client certificate needs both a certificate and a key file");
+  if (!settings.cert_file.empty()) {
+    if (auto missing = require_file("client certificate file", settings.cert_file)) return *missing;
+    if (auto missing = require_file("client key file", settings.key_file)) return *missing;
+    tls.use_certificate_chain_file(settings.cert_file, ec);
+    if (ec)
+      return failure::permanent("cannot load client certificate file \"" + settings.cert_file +
+                                "\": " + ec.message());
+    tls.use_private_key_file(settings.key_file, asio::ssl::context::pem, ec);
+    if (ec)
+      return failure::permanent("cannot load client key file \"" + settings.key_file +
+                                "\": " + ec.message());
+    if (SSL_CTX_check_private_key(tls.native_handle()) != 1)
+      return failure::permanent("the client key \"" + settings.key_file +
+                                "\" does not belong to the certificate \"" + settings.cert_file +
+                                "\"");
+  }
+  return ctx;
+}
+
+// What identifies a file's content well enough to share a context loaded
+// from it: a rewritten CA or key file gets a context of its own.
+std::string file_identity(const std::string& path) {
+  if (path.empty()) return {};
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  auto time = std::filesystem::last_write_time(path, ec);
+  return path + "|" + std::to_string(size) + "|" + std::to_string(time.time_since_epoch().count());
+}
+
+// Clients with the same TLS settings (and unchanged files) share one
+// context; it lives as long as a client uses it.
+outcome<std::shared_ptr<asio::ssl::context>> shared_tls_context(const tls_settings& settings) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<asio::ssl::context>> contexts;
+  std::string key = file_identity(settings.ca_file) + "\n" + file_identity(settings.cert_file) +
+                    "\n" + file_identity(settings.key_file) + "\n" +
+                    (settings.insecure_skip_verify ? "insecure" : "verify");
+  std::lock_guard lock(mutex);
+  if (auto found = contexts.find(key); found != contexts.end())
+    if (auto ctx = found->second.lock()) return ctx;
+  auto made = make_tls_context(settings);
+  if (!made) return made.error();
+  std::erase_if(contexts, [](const auto& entry) { return entry.second.expired(); });
+  contexts[key] = *made;
+  return made;
+}
+
+}  // namespace
+
 // What a client keeps between requests.
 struct client_state {
-  std::shared_ptr<asio::ssl::context> tls;  // shared by clients with the same settings
+  // Shared by clients with the same settings. With the system trust store
+  // (no ca_file), made at the first https connection: an http-only daemon
+  // never loads it.
+  std::shared_ptr<asio::ssl::context> tls;
+  tls_settings settings;
   bool verify = true;
   // The connection kept after the last request, if the server allowed it.
   std::unique_ptr<connection> idle;
@@ -304,6 +392,11 @@ asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& s
     co_return conn;
   }
 
+  if (!self.tls) {
+    auto made = shared_tls_context(self.settings);
+    if (!made) co_return made.error();
+    self.tls = std::move(*made);
+  }
   auto& stream = conn->secure.emplace(std::move(tcp), *self.tls);
   // SNI is for names only (RFC 6066); certificates for IP literals are
   // checked against their IP address entries.
@@ -394,96 +487,19 @@ struct client::impl {
   client_state state;
 };
 
-namespace {
-
-// A TLS context as `settings` ask for it. Loading the system trust store
-// costs about 28 ms and 0.8 MiB, so contexts are shared (below).
-outcome<std::shared_ptr<asio::ssl::context>> make_tls_context(const tls_settings& settings) {
-  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
-  auto& tls = *ctx;
-  boost::system::error_code ec;
-  tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                      asio::ssl::context::no_tlsv1_1,
-                  ec);
-  const auto require_file = [](const std::string& what, const std::string& path) {
-    std::error_code fs_ec;
-    if (std::filesystem::is_regular_file(path, fs_ec)) return std::optional<failure>();
-    return std::optional<failure>(
-        failure::permanent(what + " \"" + path + "\" does not exist or is not a file"));
-  };
-  if (settings.insecure_skip_verify) {
-    tls.set_verify_mode(asio::ssl::verify_none);
-  } else {
-    if (settings.ca_file.empty()) {
-      tls.set_default_verify_paths(ec);
-      if (ec) return failure::permanent("cannot load the system trust store: " + ec.message());
-    } else {
-      if (auto missing = require_file("CA file", settings.ca_file)) return *missing;
-      tls.load_verify_file(settings.ca_file, ec);
-      if (ec)
-        return failure::permanent("cannot load CA file \"" + settings.ca_file +
-                                  "\": " + ec.message());
-    }
-    tls.set_verify_mode(asio::ssl::verify_peer);
-  }
-  if (settings.cert_file.empty() != settings.key_file.empty())
-    return failure::permanent("a client certificate needs both a certificate and a key file");
-  if (!settings.cert_file.empty()) {
-    if (auto missing = require_file("client certificate file", settings.cert_file)) return *missing;
-    if (auto missing = require_file("client key file", settings.key_file)) return *missing;
-    tls.use_certificate_chain_file(settings.cert_file, ec);
-    if (ec)
-      return failure::permanent("cannot load client certificate file \"" + settings.cert_file +
-                                "\": " + ec.message());
-    tls.use_private_key_file(settings.key_file, asio::ssl::context::pem, ec);
-    if (ec)
-      return failure::permanent("cannot load client key file \"" + settings.key_file +
-                                "\": " + ec.message());
-    if (SSL_CTX_check_private_key(tls.native_handle()) != 1)
-      return failure::permanent("the client key \"" + settings.key_file +
-                                "\" does not belong to the certificate \"" + settings.cert_file +
-                                "\"");
-  }
-  return ctx;
-}
-
-// What identifies a file's content well enough to share a context loaded
-// from it: a rewritten CA or key file gets a context of its own.
-std::string file_identity(const std::string& path) {
-  if (path.empty()) return {};
-  std::error_code ec;
-  auto size = std::filesystem::file_size(path, ec);
-  auto time = std::filesystem::last_write_time(path, ec);
-  return path + "|" + std::to_string(size) + "|" + std::to_string(time.time_since_epoch().count());
-}
-
-// Clients with the same TLS settings (and unchanged files) share one
-// context; it lives as long as a client uses it.
-outcome<std::shared_ptr<asio::ssl::context>> shared_tls_context(const tls_settings& settings) {
-  static std::mutex mutex;
-  static std::map<std::string, std::weak_ptr<asio::ssl::context>> contexts;
-  std::string key = file_identity(settings.ca_file) + "\n" + file_identity(settings.cert_file) +
-                    "\n" + file_identity(settings.key_file) + "\n" +
-                    (settings.insecure_skip_verify ? "insecure" : "verify");
-  std::lock_guard lock(mutex);
-  if (auto found = contexts.find(key); found != contexts.end())
-    if (auto ctx = found->second.lock()) return ctx;
-  auto made = make_tls_context(settings);
-  if (!made) return made.error();
-  std::erase_if(contexts, [](const auto& entry) { return entry.second.expired(); });
-  contexts[key] = *made;
-  return made;
-}
-
-}  // namespace
-
 outcome<client> client::create(const tls_settings& settings) {
-  auto tls = shared_tls_context(settings);
-  if (!tls) return tls.error();
   auto p = std::make_shared<impl>();
-  p->state.tls = std::move(*tls);
+  p->state.settings = settings;
   p->state.verify = !settings.insecure_skip_verify;
+  // Files named in the settings are loaded now, so that a bad one is an
+  // error at start-up (or reload), not at the first fetch.
+  bool names_files =
+      !settings.ca_file.empty() || !settings.cert_file.empty() || !settings.key_file.empty();
+  if (names_files) {
+    auto tls = shared_tls_context(settings);
+    if (!tls) return tls.error();
+    p->state.tls = std::move(*tls);
+  }
   return client(std::move(p));
 }
 
