@@ -25,6 +25,8 @@
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 
+#include "documents.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -179,18 +181,7 @@ class admin {
 
 // --- the rows ----------------------------------------------------------------------
 
-// The original's asset_counts shape, as flatten_bench makes it.
-std::string asset_counts(std::size_t rows) {
-  std::string doc = R"({"asset_counts":{"all":{"total":123456,"completed":120001,)"
-                    R"("with_personal_data":33333},"by_institution":{)";
-  for (std::size_t i = 0; i * 3 + 3 < rows; ++i) {
-    if (i) doc += ',';
-    doc += "\"INST" + std::to_string(i) + "\":{\"total\":" + std::to_string(1000 + i) +
-           ",\"completed\":" + std::to_string(900 + i) +
-           ",\"with_personal_data\":" + std::to_string(i % 97) + "}";
-  }
-  return doc + "}}}";
-}
+using bench_documents::asset_counts;
 
 // The test server's /generated?leaves=N shape: groups of 50 numbers.
 std::string generated(std::size_t leaves, std::size_t request) {

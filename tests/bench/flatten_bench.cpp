@@ -8,6 +8,8 @@
 // three numbers each, plus the "all" totals (30,003 rows by default).
 #include "gatherstats/json/flatten.hpp"
 
+#include "documents.hpp"
+
 #include <boost/json/parse.hpp>
 
 #include <chrono>
@@ -19,17 +21,7 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-std::string asset_counts(std::size_t rows) {
-  std::string doc = R"({"asset_counts":{"all":{"total":123456,"completed":120001,)"
-                    R"("with_personal_data":33333},"by_institution":{)";
-  for (std::size_t i = 0; i * 3 + 3 < rows; ++i) {
-    if (i) doc += ',';
-    doc += "\"INST" + std::to_string(i) + "\":{\"total\":" + std::to_string(1000 + i) +
-           ",\"completed\":" + std::to_string(900 + i) +
-           ",\"with_personal_data\":" + std::to_string(i % 97) + "}";
-  }
-  return doc + "}}}";
-}
+using bench_documents::asset_counts;
 
 // Runs `work` repeatedly for about `seconds`; returns runs per second.
 template <class Work>
