@@ -322,7 +322,7 @@ asio::awaitable<std::string> open(std::string conninfo, std::vector<pg::connecti
   co_return std::string();
 }
 
-enum class way { one_by_one, batch_each_alone, batch_together_first };
+enum class way { one_by_one, batch_each_alone, batch_together_pipelined, batch_together_first };
 
 // Commits `records` on `conn`, one by one along `path`, or as one batch;
 // returns the new rows, or the first failure.
@@ -334,6 +334,7 @@ asio::awaitable<outcome<std::size_t>> commit_all(pg::connection& conn,
   if (how != way::one_by_one) {
     pg::batch_path batch = pg::batch_path::each_alone;
     if (how == way::batch_together_first) batch = pg::batch_path::together_first;
+    if (how == way::batch_together_pipelined) batch = pg::batch_path::together_pipelined;
     auto results = co_await pg::async_commit_batch(conn, *name, records, soon(), batch);
     for (auto& r : results) {
       if (!r) co_return r.error();
@@ -593,10 +594,14 @@ int bench(int argc, char** argv) {
       {"batch, each fetch its own transaction, " + std::to_string(small_connections) +
            " connections",
        true, way::batch_each_alone, pg::commit_path::automatic},
-      {"batch, together first, 1 connection", false, way::batch_together_first,
+      {"batch, together, pipelined INSERTs, 1 connection", false, way::batch_together_pipelined,
        pg::commit_path::automatic},
-      {"batch, together first, " + std::to_string(small_connections) + " connections", true,
-       way::batch_together_first, pg::commit_path::automatic},
+      {"batch, together, pipelined INSERTs, " + std::to_string(small_connections) + " connections",
+       true, way::batch_together_pipelined, pg::commit_path::automatic},
+      {"batch, together, one COPY (default), 1 connection", false, way::batch_together_first,
+       pg::commit_path::automatic},
+      {"batch, together, one COPY (default), " + std::to_string(small_connections) + " connections",
+       true, way::batch_together_first, pg::commit_path::automatic},
   };
   for (const auto& w : small_ways) {
     small_methods.push_back({w.label,

@@ -377,11 +377,19 @@ const pg::commit_path every_path[] = {pg::commit_path::automatic, pg::commit_pat
                                       pg::commit_path::unnest_binary,
                                       pg::commit_path::copy_via_temp, pg::commit_path::unnest_text};
 
-const pg::batch_path both_batch_paths[] = {pg::batch_path::together_first,
-                                           pg::batch_path::each_alone};
+const pg::batch_path every_batch_path[] = {
+    pg::batch_path::together_first, pg::batch_path::together_pipelined, pg::batch_path::each_alone};
 
 const char* path_name(pg::batch_path p) {
-  return p == pg::batch_path::together_first ? "together_first" : "each_alone";
+  switch (p) {
+    case pg::batch_path::together_first:
+      return "together_first";
+    case pg::batch_path::together_pipelined:
+      return "together_pipelined";
+    case pg::batch_path::each_alone:
+      return "each_alone";
+  }
+  return "?";
 }
 
 const char* path_name(pg::commit_path p) {
@@ -513,7 +521,7 @@ TEST_CASE("a refused fetch stores nothing and leaves the connection usable, on e
 
 TEST_CASE("a batch commits every fetch atomically, in one or in one transaction each",
           "[pg][commit][batch]") {
-  for (auto path : both_batch_paths) {
+  for (auto path : every_batch_path) {
     INFO(path_name(path));
     test::scratch_database db;
     REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
@@ -532,7 +540,7 @@ TEST_CASE("a batch commits every fetch atomically, in one or in one transaction 
     CHECK(run->idle_after.at(0));
     CHECK(db.count() == 50 * 153 + static_cast<long long>(awkward_record().rows.size()));
     // The rows of each fetch share one transaction (xmin); each_alone gives
-    // every fetch its own, together_first one for the whole batch.
+    // every fetch its own, the together paths one for the whole batch.
     CHECK(db.query("SELECT count(DISTINCT xmin::text) FROM gatherstats_statistic")[0][0] ==
           (path == pg::batch_path::each_alone ? "51" : "1"));
     CHECK(db.query("SELECT count(*) FROM (SELECT 1 FROM gatherstats_statistic GROUP BY"
@@ -545,7 +553,7 @@ TEST_CASE("a batch commits every fetch atomically, in one or in one transaction 
 }
 
 TEST_CASE("a fetch the database refuses fails alone in its batch", "[pg][commit][batch]") {
-  for (auto path : both_batch_paths) {
+  for (auto path : every_batch_path) {
     INFO(path_name(path));
     test::scratch_database db;
     REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
@@ -582,7 +590,7 @@ TEST_CASE("a fetch the database refuses fails alone in its batch", "[pg][commit]
 }
 
 TEST_CASE("repeating a batch stores nothing twice", "[pg][commit][batch]") {
-  for (auto path : both_batch_paths) {
+  for (auto path : every_batch_path) {
     INFO(path_name(path));
     test::scratch_database db;
     REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
@@ -610,7 +618,7 @@ TEST_CASE("repeating a batch stores nothing twice", "[pg][commit][batch]") {
 
 TEST_CASE("a connection lost mid-batch: confirmed fetches are known, the rest transient",
           "[pg][commit][batch]") {
-  for (auto path : both_batch_paths) {
+  for (auto path : every_batch_path) {
     INFO(path_name(path));
     const bool alone = path == pg::batch_path::each_alone;
     test::scratch_database db;
@@ -618,7 +626,7 @@ TEST_CASE("a connection lost mid-batch: confirmed fetches are known, the rest tr
     auto records = small_fetches(6, 153);
     // The fourth fetch's statement kills its own backend. each_alone: the
     // fetches before it are confirmed, it and the ones after it are not;
-    // together_first: none is (they were all in one transaction).
+    // the together paths: none is (they were all in one transaction).
     db.exec(
         "CREATE FUNCTION die_on_sentinel() RETURNS trigger LANGUAGE plpgsql AS $$"
         " BEGIN IF NEW.key = 'sentinel' THEN PERFORM pg_terminate_backend(pg_backend_pid());"

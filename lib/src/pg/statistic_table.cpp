@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -119,31 +120,41 @@ binary_arrays to_binary_arrays(const fetch_record& record, row_order how) {
   return a;
 }
 
-// A binary COPY stream of (endpoint, key, numeric_value, fetched_at) rows,
-// in key order.
-std::string to_copy_stream(const fetch_record& record) {
-  const auto& rows = record.rows;
-  std::string ts;
-  put_timestamptz(ts, record.fetched_at);
-  std::size_t key_bytes = 0;
-  for (std::size_t i = 0; i < rows.size(); ++i) key_bytes += rows.key(i).size();
-  const auto order = key_order(record);
+// A binary COPY stream of (endpoint, key, numeric_value, fetched_at) rows:
+// the rows of each record in key order, the records in the order given.
+std::string to_copy_stream(std::span<const fetch_record* const> records) {
+  std::size_t bytes = 13;
+  for (const fetch_record* r : records) {
+    const auto& rows = r->rows;
+    for (std::size_t i = 0; i < rows.size(); ++i) bytes += rows.key(i).size();
+    bytes += rows.size() * (2 + 4 + r->endpoint.size() + 4 + 12 + 12);
+  }
   std::string out;
-  out.reserve(21 + key_bytes + rows.size() * (2 + 4 + record.endpoint.size() + 4 + 12 + 12));
+  out.reserve(bytes + 8);
   out.append("PGCOPY\n\xff\r\n\0", 11);
   put_i32(out, 0);  // flags: no OIDs
   put_i32(out, 0);  // no header extension
-  for (std::uint32_t i : order) {
-    put_i16(out, 4);
-    put_text(out, record.endpoint);
-    put_text(out, rows.key(i));
-    put_i32(out, 8);
-    put_f8(out, rows.value(i));
-    put_i32(out, 8);
-    out.append(ts);
+  std::string ts;
+  for (const fetch_record* r : records) {
+    ts.clear();
+    put_timestamptz(ts, r->fetched_at);
+    for (std::uint32_t i : key_order(*r)) {
+      put_i16(out, 4);
+      put_text(out, r->endpoint);
+      put_text(out, r->rows.key(i));
+      put_i32(out, 8);
+      put_f8(out, r->rows.value(i));
+      put_i32(out, 8);
+      out.append(ts);
+    }
   }
   put_i16(out, -1);
   return out;
+}
+
+std::string copy_sql(const table_name& table) {
+  return "COPY " + table.quoted() +
+         " (endpoint, key, numeric_value, fetched_at) FROM STDIN (FORMAT binary)";
 }
 
 // PostgreSQL cannot store a NUL in text; say which key has one.
@@ -201,9 +212,9 @@ asio::awaitable<outcome<std::size_t>> commit_unnest_binary(connection& conn,
 
 asio::awaitable<outcome<std::size_t>> commit_copy(connection& conn, const table_name& table,
                                                   const fetch_record& record, deadline until) {
-  const std::string data = to_copy_stream(record);
-  const std::string sql = "COPY " + table.quoted() +
-                          " (endpoint, key, numeric_value, fetched_at) FROM STDIN (FORMAT binary)";
+  const fetch_record* one[] = {&record};
+  const std::string data = to_copy_stream(one);
+  const std::string sql = copy_sql(table);
   auto copied = co_await conn.async_copy_in(sql, data, until);
   if (copied) co_return copied->affected_rows();
   // unique_violation: some of these rows are stored already (a repeat).
@@ -498,60 +509,86 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
 asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     connection& conn, const table_name& table, std::span<const fetch_record* const> records,
     deadline until, batch_path path) {
-  // What each record sends; records that need no round trip have their
-  // outcome decided here.
-  struct prepared {
-    std::string ts;
-    binary_arrays arrays;
-    std::array<parameter, 4> params;
-  };
+  // Records that need no round trip have their outcome decided here; the
+  // others are sent.
   std::vector<std::optional<outcome<std::size_t>>> decided(records.size());
-  std::vector<prepared> sent;
   std::vector<std::size_t> sent_index;
-  sent.reserve(records.size());
   for (std::size_t i = 0; i < records.size(); ++i) {
     const fetch_record& r = *records[i];
-    if (r.rows.empty()) {
+    if (r.rows.empty())
       decided[i] = std::size_t{0};
-      continue;
-    }
-    if (auto refused = refuse_nul(r)) {
+    else if (auto refused = refuse_nul(r))
       decided[i] = *refused;
-      continue;
-    }
-    auto& p = sent.emplace_back();
-    p.ts = binary_timestamptz(r.fetched_at);
-    p.arrays = to_binary_arrays(r, row_order::key);
-    p.params = unnest_params(r, p.ts, p.arrays);
-    sent_index.push_back(i);
-  }
-  const std::string plain_sql = unnest_insert_sql(table, on_conflict::fail);
-  const std::string idempotent_sql = unnest_insert_sql(table, on_conflict::do_nothing);
-  std::vector<statement> plain, idempotent;
-  for (const auto& p : sent) {
-    plain.push_back(statement{plain_sql, p.params});
-    idempotent.push_back(statement{idempotent_sql, p.params});
+    else
+      sent_index.push_back(i);
   }
 
-  std::vector<outcome<result>> results;
-  if (path == batch_path::together_first && !sent.empty()) {
-    results = co_await conn.async_pipeline(plain, connection::pipeline_sync::together, until);
-    bool all_stored = std::all_of(results.begin(), results.end(),
-                                  [](const outcome<result>& r) { return r.has_value(); });
-    // A fetch failed (or was stored before) and took the others' rows with
-    // it: nothing of this transaction is stored, so each fetch goes again on
-    // its own, idempotently.
-    if (!all_stored && conn.is_idle()) results.clear();
+  if (path == batch_path::together_first && !sent_index.empty()) {
+    // One COPY of every row, fetches in the unique index's order (endpoint,
+    // then fetched_at; keys in order within each).
+    std::vector<const fetch_record*> in_order;
+    in_order.reserve(sent_index.size());
+    for (auto i : sent_index) in_order.push_back(records[i]);
+    std::stable_sort(
+        in_order.begin(), in_order.end(), [](const fetch_record* a, const fetch_record* b) {
+          return std::tie(a->endpoint, a->fetched_at) < std::tie(b->endpoint, b->fetched_at);
+        });
+    const std::string data = to_copy_stream(in_order);
+    const std::string sql = copy_sql(table);
+    auto copied = co_await conn.async_copy_in(sql, data, until);
+    if (copied) {
+      for (auto i : sent_index) decided[i] = records[i]->rows.size();
+      sent_index.clear();
+    } else if (!conn.is_idle()) {
+      // Lost the connection, or the deadline passed: whether the COPY
+      // committed is unknown, and a retry is harmless.
+      const std::string why = copied.error().message;
+      for (auto i : sent_index) decided[i] = failure::transient(why);
+      sent_index.clear();
+    }
+    // Otherwise a fetch was refused (or was stored before) and took the
+    // others' rows with it: the COPY stored nothing, and each fetch goes
+    // again on its own, idempotently.
   }
-  if (results.empty() && !sent.empty())
-    results =
-        co_await conn.async_pipeline(idempotent, connection::pipeline_sync::each_alone, until);
-  for (std::size_t j = 0; j < results.size(); ++j) {
-    auto& d = decided[sent_index[j]];
-    if (results[j])
-      d = results[j]->affected_rows();
-    else
-      d = results[j].error();
+
+  if (!sent_index.empty()) {
+    struct prepared {
+      std::string ts;
+      binary_arrays arrays;
+      std::array<parameter, 4> params;
+    };
+    std::vector<prepared> sent(sent_index.size());
+    for (std::size_t j = 0; j < sent_index.size(); ++j) {
+      const fetch_record& r = *records[sent_index[j]];
+      auto& p = sent[j];
+      p.ts = binary_timestamptz(r.fetched_at);
+      p.arrays = to_binary_arrays(r, row_order::key);
+      p.params = unnest_params(r, p.ts, p.arrays);
+    }
+    const std::string plain_sql = unnest_insert_sql(table, on_conflict::fail);
+    const std::string idempotent_sql = unnest_insert_sql(table, on_conflict::do_nothing);
+    std::vector<statement> plain, idempotent;
+    for (const auto& p : sent) {
+      plain.push_back(statement{plain_sql, p.params});
+      idempotent.push_back(statement{idempotent_sql, p.params});
+    }
+    std::vector<outcome<result>> results;
+    if (path == batch_path::together_pipelined) {
+      results = co_await conn.async_pipeline(plain, connection::pipeline_sync::together, until);
+      bool all_stored = std::all_of(results.begin(), results.end(),
+                                    [](const outcome<result>& r) { return r.has_value(); });
+      if (!all_stored && conn.is_idle()) results.clear();
+    }
+    if (results.empty())
+      results =
+          co_await conn.async_pipeline(idempotent, connection::pipeline_sync::each_alone, until);
+    for (std::size_t j = 0; j < results.size(); ++j) {
+      auto& d = decided[sent_index[j]];
+      if (results[j])
+        d = results[j]->affected_rows();
+      else
+        d = results[j].error();
+    }
   }
   std::vector<outcome<std::size_t>> out;
   out.reserve(records.size());

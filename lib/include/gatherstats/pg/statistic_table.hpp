@@ -97,21 +97,27 @@ boost::asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, cons
                                                           const fetch_record& record,
                                                           deadline until, commit_path path);
 
-// Commits many fetches over one connection: libpq pipeline mode, one
-// INSERT ... SELECT FROM unnest(...) per fetch (rows in key order, as for
-// `copy`), all sent at once. Returns one outcome per record, in order: the
-// number of new rows, or why that record was not stored. `records` must stay
-// alive until the call completes. Every fetch is atomic (all its rows or
-// none) and idempotent, whatever the path:
-// - `together_first` (the default): all the fetches in one transaction
-//   (one round trip, one WAL flush for the batch), as plain INSERTs. If any
-//   fetch fails, or has rows stored already (a retry), that transaction
-//   stores nothing, and every fetch is committed again as under
-//   `each_alone` (a second round trip), so the outcomes are each_alone's;
-// - `each_alone`: INSERT ... ON CONFLICT DO NOTHING with a sync point after
-//   each fetch, so each fetch is its own transaction (one round trip, one
-//   WAL flush per fetch; PostgreSQL's group commit shares flushes only
-//   between transactions committing at the same time on other connections).
+// Commits many fetches over one connection. Returns one outcome per record,
+// in order: the number of new rows, or why that record was not stored.
+// `records` must stay alive until the call completes. Every fetch is atomic
+// (all its rows or none) and idempotent, whatever the path:
+// - `together_first` (the default): one binary COPY of every record's rows
+//   (records in the unique index's order: endpoint, then fetched_at; rows in
+//   key order), so one statement, one transaction, one WAL flush, and
+//   PostgreSQL's bulk insert (one WAL record per heap page, not per row) for
+//   the whole batch. If any fetch fails, or has rows stored already (a
+//   retry), the COPY stores nothing, and every fetch is committed again as
+//   under `each_alone` (a second round trip), so the outcomes are
+//   each_alone's;
+// - `together_pipelined`: as together_first, but the first round is one
+//   INSERT ... SELECT FROM unnest(...) per fetch (rows in key order),
+//   pipelined (libpq pipeline mode) in one transaction. Kept so that the
+//   commit benchmark can measure it against COPY;
+// - `each_alone`: INSERT ... ON CONFLICT DO NOTHING per fetch, pipelined,
+//   with a sync point after each, so each fetch is its own transaction (one
+//   round trip, one WAL flush per fetch; PostgreSQL's group commit shares
+//   flushes only between transactions committing at the same time on other
+//   connections).
 //
 // One record's failure touches no other record's rows:
 // - the database refuses a record (a key longer than the column, an
@@ -125,15 +131,15 @@ boost::asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, cons
 // When the connection is lost or `until` passes mid-batch, the connection is
 // closed (is_idle() is false) and:
 // - a record whose transaction's commit the server confirmed keeps its
-//   outcome, known for certain: under each_alone (and in together_first's
-//   second round) the records before the one in flight; in together_first's
-//   first round, none;
+//   outcome, known for certain: under each_alone (and in the second round of
+//   the others) the records before the one in flight; in the first round of
+//   together_first or together_pipelined, none;
 // - every other record fails transiently ("lost the connection ..." or
 //   "did not answer before the deadline"). Whether it committed is unknown
 //   (the server may have committed and lost only the answer). Retrying it
 //   is safe: the commit is idempotent, so a retry stores only what is
 //   missing (0 new rows if it had landed).
-enum class batch_path { together_first, each_alone };
+enum class batch_path { together_first, together_pipelined, each_alone };
 
 boost::asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     connection& conn, const table_name& table, std::span<const fetch_record* const> records,
