@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <optional>
@@ -83,6 +84,12 @@ struct collector::state {
   bool spool_open = false;
   std::deque<fetch_record> to_spool;  // waiting to be written, oldest first
   bool writer_running = false;
+  // Memory held by fetches on their way to the spool (to_spool and the batch
+  // being written), and whether fetching is paused because that passed
+  // spool_backlog_max(): the spool writes slower than fetches arrive (a slow
+  // or busy disk), and memory stays bounded.
+  std::size_t spool_backlog_bytes = 0;
+  bool spool_behind = false;
   std::uint64_t spool_waiting = 0;  // spooled, not yet fed back into memory
   bool spool_full = false;          // when_full: stop_fetching and it refused
   bool feeding = false;             // a spooled fetch is being read back
@@ -116,6 +123,11 @@ struct collector::state {
   std::size_t memory_max() const {
     return current ? current->spool.memory_max_bytes : config::spool_config{}.memory_max_bytes;
   }
+  // Past this much memory on its way to the spool, fetching pauses. At least
+  // a few big fetches' worth, so that a small memory_max_bytes does not
+  // pause (and log) at every spooled fetch.
+  static constexpr std::size_t min_spool_backlog = 1 << 20;
+  std::size_t spool_backlog_max() const { return std::max(memory_max() / 2, min_spool_backlog); }
 
   // Every fetch a poller makes comes here. It goes to the pool's queue in
   // memory, unless that is past spool.memory_max_bytes or older fetches are
@@ -133,7 +145,18 @@ struct collector::state {
                         : "new fetches go to the spool behind the ones already there";
         emit(e);
       }
+      spool_backlog_bytes += memory_bytes(r);
       to_spool.push_back(std::move(r));
+      if (!spool_behind && spool_backlog_bytes > spool_backlog_max()) {
+        spool_behind = true;
+        log::event e{log::event_kind::warning, log::severity::warning};
+        e.detail = "the spool writes slower than fetches arrive (" +
+                   std::to_string(spool_backlog_bytes) +
+                   " bytes of fetches waiting to be written, over half of "
+                   "spool.memory_max_bytes or 1 MiB): every endpoint skips its ticks until it "
+                   "catches up";
+        emit(e);
+      }
       if (!writer_running) {
         writer_running = true;
         asio::co_spawn(ex, async_write_spool(self), asio::detached);
@@ -198,12 +221,21 @@ struct collector::state {
   // Writes what accept() queued for the spool, in order, in batches.
   static asio::awaitable<void> async_write_spool(std::shared_ptr<state> s) {
     while (!s->to_spool.empty()) {
+      std::size_t bytes = 0;
+      for (const auto& r : s->to_spool) bytes += memory_bytes(r);
       std::vector<fetch_record> batch(std::make_move_iterator(s->to_spool.begin()),
                                       std::make_move_iterator(s->to_spool.end()));
       s->to_spool.clear();
       auto result = co_await async_store(s, std::move(batch));
+      s->spool_backlog_bytes -= std::min(bytes, s->spool_backlog_bytes);
       s->report(result);
       s->feeder_wake.cancel();
+      if (s->spool_behind && s->spool_backlog_bytes <= s->spool_backlog_max() / 2) {
+        s->spool_behind = false;
+        log::event e{log::event_kind::warning, log::severity::notice};
+        e.detail = "the spool caught up: fetching resumes";
+        s->emit(e);
+      }
     }
     s->writer_running = false;
     s->writer_idle.cancel();
@@ -328,7 +360,7 @@ struct collector::state {
             limiter.get(), events,
             [weak] {
               auto s = weak.lock();
-              return !s || !s->spool_full;
+              return !s || (!s->spool_full && !s->spool_behind);
             }};
   }
 };
@@ -380,6 +412,7 @@ asio::awaitable<std::size_t> async_spool_leftovers(state_ptr s, std::deque<fetch
     if (r.spool_id == 0) to_store.push_back(std::move(r));
   for (auto& r : s->to_spool) to_store.push_back(std::move(r));
   s->to_spool.clear();
+  s->spool_backlog_bytes = 0;
   if (to_store.empty()) co_return 0;
   auto result = co_await collector::state::async_store(s, std::move(to_store));
   if (result.written > 0) {
