@@ -7,6 +7,12 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 using test::run_result;
 
@@ -217,6 +223,30 @@ TEST_CASE("fetch failures from the network or the database write nothing and say
                              "could not connect to the database");
   }
   CHECK(db.count() == 0);
+}
+
+TEST_CASE("a bad document is reported at once, without waiting for a database that never answers",
+          "[fetch]") {
+  // A listener that never accepts: the connection is opened while the
+  // document is read, and libpq would wait for the server's answer until
+  // connect_timeout (60 s). The document's failure must not wait for it.
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+  REQUIRE(::listen(listener, 8) == 0);
+  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  const std::string silent =
+      "host=127.0.0.1 port=" + std::to_string(ntohs(addr.sin_port)) + " connect_timeout=60";
+  auto start = std::chrono::steady_clock::now();
+  auto r = gatherstatsd({"fetch", data_dir + "/top_level_list.json", "--database", silent});
+  auto took = std::chrono::steady_clock::now() - start;
+  ::close(listener);
+  require_one_line_failure(r, "not a JSON object");
+  CHECK(took < std::chrono::seconds(30));
 }
 
 TEST_CASE("fetch into a database without the table says to migrate", "[fetch]") {
