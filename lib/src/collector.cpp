@@ -221,13 +221,14 @@ struct collector::state {
   // Writes what accept() queued for the spool, in order, in batches.
   static asio::awaitable<void> async_write_spool(std::shared_ptr<state> s) {
     while (!s->to_spool.empty()) {
-      std::size_t bytes = 0;
-      for (const auto& r : s->to_spool) bytes += memory_bytes(r);
+      // Nothing else is on its way to the spool while the writer takes all
+      // that waits: the backlog is this batch.
+      const std::size_t bytes = s->spool_backlog_bytes;
       std::vector<fetch_record> batch(std::make_move_iterator(s->to_spool.begin()),
                                       std::make_move_iterator(s->to_spool.end()));
       s->to_spool.clear();
       auto result = co_await async_store(s, std::move(batch));
-      s->spool_backlog_bytes -= std::min(bytes, s->spool_backlog_bytes);
+      s->spool_backlog_bytes -= bytes;
       s->report(result);
       s->feeder_wake.cancel();
       if (s->spool_behind && s->spool_backlog_bytes <= s->spool_backlog_max() / 2) {
