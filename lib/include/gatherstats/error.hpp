@@ -9,6 +9,7 @@
 
 #include <boost/system/result.hpp>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -19,16 +20,36 @@ namespace gatherstats {
 // certificate that does not match, a table without the required columns).
 enum class failure_kind { transient, permanent };
 
+// Why a fetch failed, in the fixed set the metrics and the fetch log count
+// (docs/metrics.md): `timeout` is any deadline that passed, whatever the
+// phase; `parse` is a body that is not valid JSON (or not decodable);
+// `flatten` is valid JSON that breaks the flattening rules.
+enum class fetch_reason : std::uint8_t {
+  none,  // not a failure
+  dns,
+  connect,
+  tls,
+  timeout,
+  http_status,
+  body_too_large,
+  parse,
+  flatten,
+  other,
+};
+inline constexpr std::size_t fetch_reason_count = 10;
+const char* to_string(fetch_reason r);
+
 struct failure {
   failure_kind kind = failure_kind::permanent;
   std::string message;       // one line, names what was wrong and where
   unsigned http_status = 0;  // the HTTP status behind the failure, if any
+  fetch_reason reason = fetch_reason::other;
 
-  static failure transient(std::string message) {
-    return {failure_kind::transient, std::move(message), 0};
+  static failure transient(std::string message, fetch_reason why = fetch_reason::other) {
+    return {failure_kind::transient, std::move(message), 0, why};
   }
-  static failure permanent(std::string message) {
-    return {failure_kind::permanent, std::move(message), 0};
+  static failure permanent(std::string message, fetch_reason why = fetch_reason::other) {
+    return {failure_kind::permanent, std::move(message), 0, why};
   }
   bool is_transient() const { return kind == failure_kind::transient; }
 };

@@ -102,7 +102,7 @@ bool is_redirect(unsigned status) {
 failure status_failure(const std::string& shown, unsigned status, std::string_view reason) {
   std::string message = shown + ": HTTP " + std::to_string(status);
   if (!reason.empty()) message += " " + std::string(reason);
-  failure f{failure_kind::permanent, std::move(message), status};
+  failure f{failure_kind::permanent, std::move(message), status, fetch_reason::http_status};
   if (status == 429 || status >= 500) f.kind = failure_kind::transient;
   return f;
 }
@@ -164,8 +164,10 @@ asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buf
                                          deadline until) {
   auto [write_ec, written] = co_await bhttp::async_write(stream, req, use_nothrow);
   if (write_ec) {
-    exchange e = failed(failure::transient(network_error(
-        shown, write_ec, "timed out sending the request", "sending the request failed")));
+    exchange e = failed(
+        failure::transient(network_error(shown, write_ec, "timed out sending the request",
+                                         "sending the request failed"),
+                           is_timeout(write_ec) ? fetch_reason::timeout : fetch_reason::connect));
     e.nothing_received = !is_timeout(write_ec);
     co_return e;
   }
@@ -180,10 +182,11 @@ asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buf
     co_return failed(failure::permanent(shown + ": the response headers are larger than " +
                                         std::to_string(max_header_bytes) + " bytes"));
   if (is_timeout(header_ec))
-    co_return failed(failure::transient(shown + ": timed out waiting for the response"));
+    co_return failed(
+        failure::transient(shown + ": timed out waiting for the response", fetch_reason::timeout));
   if (header_ec) {
-    exchange e =
-        failed(failure::transient(shown + ": reading the response failed: " + header_ec.message()));
+    exchange e = failed(failure::transient(
+        shown + ": reading the response failed: " + header_ec.message(), fetch_reason::connect));
     e.nothing_received = header_bytes == 0 && buffer.size() == 0;
     co_return e;
   }
@@ -234,7 +237,8 @@ asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buf
       out.keep_alive = false;
       if (is_timeout(read_ec)) {
         out.error = failure::transient(shown + ": timed out reading the response (" +
-                                       std::to_string(raw_bytes) + " body bytes received)");
+                                           std::to_string(raw_bytes) + " body bytes received)",
+                                       fetch_reason::timeout);
       } else {
         out.error =
             failure::transient(shown + ": reading the response failed after " +
@@ -244,23 +248,27 @@ asio::awaitable<exchange> async_exchange(Stream& stream, beast::flat_buffer& buf
     }
     const std::string_view data(chunk.data(), got);
     if (inflating) {
-      if (inflating->feed(data, out.body) != inflater::status::ok) {
+      if (auto fed = inflating->feed(data, out.body); fed != inflater::status::ok) {
         out.keep_alive = false;
-        out.error = failure::permanent(shown + ": " + inflating->error());
+        out.error =
+            failure::permanent(shown + ": " + inflating->error(),
+                               fed == inflater::status::over_limit ? fetch_reason::body_too_large
+                                                                   : fetch_reason::parse);
         co_return out;
       }
     } else if (raw_bytes > limit) {
       out.keep_alive = false;
       if (!keep) co_return out;  // a redirect with a big body: just drop the connection
-      out.error = failure::permanent(shown + ": the body is larger than the limit of " +
-                                     std::to_string(limit) + " bytes");
+      out.error = failure::permanent(
+          shown + ": the body is larger than the limit of " + std::to_string(limit) + " bytes",
+          fetch_reason::body_too_large);
       co_return out;
     } else if (keep) {
       out.body.append(data);
     }
   }
   if (inflating && inflating->finish() != inflater::status::ok) {
-    out.error = failure::permanent(shown + ": " + inflating->error());
+    out.error = failure::permanent(shown + ": " + inflating->error(), fetch_reason::parse);
     co_return out;
   }
   co_return out;
@@ -373,11 +381,12 @@ asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& s
   auto resolved = co_await (resolver.async_resolve(t.host, t.port, use_nothrow) ||
                             timer.async_wait(use_nothrow));
   if (resolved.index() == 1)
-    co_return failure::transient(shown + ": timed out resolving \"" + t.host + "\"");
+    co_return failure::transient(shown + ": timed out resolving \"" + t.host + "\"",
+                                 fetch_reason::timeout);
   auto [resolve_ec, endpoints] = std::get<0>(resolved);
   if (resolve_ec)
-    co_return failure::transient(shown + ": cannot resolve \"" + t.host +
-                                 "\": " + resolve_ec.message());
+    co_return failure::transient(
+        shown + ": cannot resolve \"" + t.host + "\": " + resolve_ec.message(), fetch_reason::dns);
 
   auto conn = std::make_unique<connection>();
   conn->origin = t.origin();
@@ -386,7 +395,8 @@ asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& s
   auto [connect_ec, peer] = co_await tcp.async_connect(endpoints, use_nothrow);
   if (connect_ec)
     co_return failure::transient(
-        network_error(shown, connect_ec, "timed out connecting", "cannot connect"));
+        network_error(shown, connect_ec, "timed out connecting", "cannot connect"),
+        is_timeout(connect_ec) ? fetch_reason::timeout : fetch_reason::connect);
   if (!t.tls) {
     conn->plain.emplace(std::move(tcp));
     co_return conn;
@@ -401,7 +411,7 @@ asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& s
   // SNI is for names only (RFC 6066); certificates for IP literals are
   // checked against their IP address entries.
   if (!t.ip_literal && !SSL_set_tlsext_host_name(stream.native_handle(), t.host.c_str()))
-    co_return failure::permanent(shown + ": cannot set the TLS server name");
+    co_return failure::permanent(shown + ": cannot set the TLS server name", fetch_reason::tls);
   if (self.verify) {
     stream.set_verify_callback([problem = &conn->verify_problem, host = t.host](
                                    bool preverified, asio::ssl::verify_context& ctx) {
@@ -419,10 +429,11 @@ asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& s
       co_await stream.async_handshake(asio::ssl::stream_base::client, use_nothrow);
   if (handshake_ec) {
     if (is_timeout(handshake_ec))
-      co_return failure::transient(shown + ": timed out in the TLS handshake");
+      co_return failure::transient(shown + ": timed out in the TLS handshake",
+                                   fetch_reason::timeout);
     std::string reason = conn->verify_problem;
     if (reason.empty()) reason = handshake_ec.message();
-    co_return failure::permanent(shown + ": TLS handshake failed: " + reason);
+    co_return failure::permanent(shown + ": TLS handshake failed: " + reason, fetch_reason::tls);
   }
   co_return conn;
 }

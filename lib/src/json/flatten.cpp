@@ -614,8 +614,9 @@ struct flattener::impl {
     if (finished) return fail("write() after finish()");
     if (chunk.empty()) return {};
     if (chunk.size() > max_body_bytes - received - bom_held) {
-      return fail("document is larger than the limit of " + std::to_string(max_body_bytes) +
-                  " bytes");
+      return fail(
+          "document is larger than the limit of " + std::to_string(max_body_bytes) + " bytes",
+          fetch_reason::body_too_large);
     }
     if (!bom_done) {
       // RFC 8259 lets parsers ignore a leading byte order mark, and some
@@ -646,9 +647,14 @@ struct flattener::impl {
     bj::error_code ec;
     static constexpr char nothing[1] = {};
     parser.write_some(false, nothing, 0, ec);
-    if (ec) return fail(parse_failure(ec, {}, 0));
+    if (ec) return fail(parse_failure(ec, {}, 0), failure_reason());
     auto rows = parser.handler().take_rows();
-    if (!rows) failed = rows.error();
+    if (!rows) {
+      failure f = rows.error();
+      f.reason = fetch_reason::flatten;
+      failed = f;
+      return f;
+    }
     return rows;
   }
 
@@ -659,7 +665,7 @@ struct flattener::impl {
     if (chunk.empty()) return {};
     bj::error_code ec;
     const std::size_t n = parser.write_some(true, chunk.data(), chunk.size(), ec);
-    if (ec) return fail(parse_failure(ec, chunk, n));
+    if (ec) return fail(parse_failure(ec, chunk, n), failure_reason());
     if (n < chunk.size()) {
       return fail("unexpected data after the JSON object at byte " + std::to_string(received + n));
     }
@@ -674,9 +680,14 @@ struct flattener::impl {
     return feed(held);
   }
 
-  failure fail(std::string message) {
-    failed = failure::permanent(std::move(message));
+  failure fail(std::string message, fetch_reason why = fetch_reason::parse) {
+    failed = failure::permanent(std::move(message), why);
     return *failed;
+  }
+
+  // A rule of flattening broken by valid JSON, or JSON that is not valid.
+  fetch_reason failure_reason() const {
+    return parser.handler().failed() ? fetch_reason::flatten : fetch_reason::parse;
   }
 
   std::string parse_failure(const bj::error_code& ec, std::string_view chunk, std::size_t n) {

@@ -36,6 +36,7 @@ struct pool::state {
   std::deque<fetch_record> queue;
   std::size_t queue_bytes = 0;  // memory_bytes() of what `queue` holds
   std::size_t in_flight = 0;
+  std::size_t busy = 0;  // connections in a commit
   std::size_t connected = 0;
   bool stopping = false;
   bool outage_reported = false;
@@ -168,10 +169,14 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       batch.push_back(s->pop_front());
     }
     s->in_flight += batch.size();
+    ++s->busy;
+    const auto started = steady::now();
     auto results =
         co_await async_commit_all(*conn, s->settings.table, batch,
                                   steady::now() + s->settings.statement_timeout + client_slack);
+    --s->busy;
     s->in_flight -= batch.size();
+    if (s->settings.committed_batch) s->settings.committed_batch(steady::now() - started);
 
     // Transient failures are committed again, first in line, in their order,
     // on this or the next connection: an idempotent commit makes a repeat
@@ -234,6 +239,8 @@ void pool::submit(fetch_record record) {
   state_->push_back(std::move(record));
   state_->wake.cancel_one();
 }
+
+std::size_t pool::busy() const { return state_->busy; }
 
 std::size_t pool::pending() const { return state_->queue.size() + state_->in_flight; }
 std::size_t pool::connected() const { return state_->connected; }

@@ -150,11 +150,31 @@ asio::awaitable<outcome<fetch_record>> attempt(std::shared_ptr<poller_state> s,
   record.endpoint = s->cfg.recorded_endpoint();
   record.fetched_at = response->received_at;
   record.rows = std::move(*rows);
+  record.outcome.http_status = response->status;
+  record.outcome.bytes = response->body.size();
   co_return record;
 }
 
-// A fetch with its retries, all before `next_tick`. Submits the record.
-asio::awaitable<bool> fetch(std::shared_ptr<poller_state> s, steady::time_point next_tick) {
+// A failed fetch as a record: no rows, why it failed (the fetch log keeps it).
+fetch_record failed_record(const poller_state& s, const failure& f, timestamp tick,
+                           steady::time_point started) {
+  fetch_record r;
+  r.name = s.cfg.name;
+  r.endpoint = s.cfg.recorded_endpoint();
+  r.fetched_at = now_utc();
+  r.outcome.tick = tick;
+  r.outcome.duration =
+      std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - started);
+  r.outcome.reason = f.reason == fetch_reason::none ? fetch_reason::other : f.reason;
+  r.outcome.error = f.message;
+  r.outcome.http_status = f.http_status;
+  return r;
+}
+
+// A fetch with its retries, all before `next_tick`, for the scheduled `tick`.
+// Submits the record, or a failed record when every attempt failed.
+asio::awaitable<bool> fetch(std::shared_ptr<poller_state> s, steady::time_point next_tick,
+                            timestamp tick) {
   co_await s->services.limiter->async_acquire();
   struct release_on_exit {
     fetch_limiter* limiter;
@@ -169,6 +189,9 @@ asio::awaitable<bool> fetch(std::shared_ptr<poller_state> s, steady::time_point 
     if (record) {
       std::size_t rows = record->rows.size();
       record->name = s->cfg.name;
+      record->outcome.tick = tick;
+      record->outcome.duration =
+          std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - started);
       s->services.submit(std::move(*record));
       s->stats.consecutive_failures = 0;
       s->stats.last_success = steady::now();
@@ -192,6 +215,7 @@ asio::awaitable<bool> fetch(std::shared_ptr<poller_state> s, steady::time_point 
     if (!retry_left) {
       ++s->stats.failures;
       ++s->stats.consecutive_failures;
+      s->services.submit(failed_record(*s, f, tick, started));
       co_return false;
     }
     asio::steady_timer pause(s->ex, delay);
@@ -201,17 +225,26 @@ asio::awaitable<bool> fetch(std::shared_ptr<poller_state> s, steady::time_point 
 
 // The first tick: aligned on wall-clock multiples of the interval, or at the
 // endpoint's stable phase within the interval (also wall-clock based, so a
-// restart keeps it).
-steady::time_point first_tick(const config::endpoint_config& cfg) {
+// restart keeps it). Both on the steady clock (for the timer) and as the
+// wall-clock instant it stands for (the tick's identity in the fetch log).
+struct first {
+  steady::time_point due;
+  timestamp wall;
+};
+first first_tick(const config::endpoint_config& cfg) {
   auto now_wall = std::chrono::system_clock::now();
+  auto now = steady::now();
   auto to_multiple = delay_to_aligned(now_wall, cfg.interval);
-  if (cfg.align) return steady::now() + to_multiple;
-  auto phase = spread_offset(cfg.name, cfg.interval);
-  return steady::now() + (to_multiple + phase) % cfg.interval;
+  auto delay = cfg.align ? to_multiple
+                         : (to_multiple + spread_offset(cfg.name, cfg.interval)) % cfg.interval;
+  // delay_to_aligned counts whole milliseconds: the tick is an exact multiple.
+  auto wall = std::chrono::floor<std::chrono::milliseconds>(now_wall) + delay;
+  return {now + delay, std::chrono::time_point_cast<std::chrono::microseconds>(wall)};
 }
 
 asio::awaitable<void> run(std::shared_ptr<poller_state> s) {
-  endpoint_schedule schedule(first_tick(s->cfg), s->cfg.interval);
+  const auto start = first_tick(s->cfg);
+  endpoint_schedule schedule(start.due, s->cfg.interval);
   std::uint64_t n = 0;
   while (!s->stopped) {
     s->tick_timer.expires_at(schedule.due(n));
@@ -223,7 +256,8 @@ asio::awaitable<void> run(std::shared_ptr<poller_state> s) {
       n = schedule.after(n, steady::now()).index;
       continue;
     }
-    co_await fetch(s, schedule.due(n + 1));
+    const timestamp tick = start.wall + n * s->cfg.interval;
+    co_await fetch(s, schedule.due(n + 1), tick);
     auto next = schedule.after(n, steady::now());
     if (next.missed > 0) {
       s->stats.skipped_ticks += next.missed;
@@ -271,7 +305,7 @@ void endpoint_poller::start() {
 }
 
 asio::awaitable<bool> endpoint_poller::async_fetch_once(steady::time_point until) {
-  co_return co_await fetch(state_, until);
+  co_return co_await fetch(state_, until, now_utc());
 }
 
 void endpoint_poller::stop() {

@@ -41,6 +41,9 @@ struct pool_settings {
   std::chrono::milliseconds reconnect_max{30'000};
   // Called whenever a connection comes up (first connect and reconnects).
   std::function<void()> connected;
+  // Called after each commit transaction (a batch of one or more fetches,
+  // committed or not) with the time it took: the commit-duration histogram.
+  std::function<void(std::chrono::steady_clock::duration)> committed_batch;
 };
 
 class pool {
@@ -63,8 +66,9 @@ class pool {
   // Fetches queued (not being committed), and the memory they hold.
   std::size_t queued() const;
   std::size_t queued_bytes() const;
-  // Connections that are up.
+  // Connections that are up, and those of them in a commit.
   std::size_t connected() const;
+  std::size_t busy() const;
 
   // Waits until nothing is pending or `until` passes, then stops the workers
   // and closes the connections. Returns the fetches left uncommitted (the
