@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
             std::cout << usage;
             return 0;
           } else if constexpr (std::is_same_v<T, show_version>) {
-            std::cout << "gatherstatsd " << gatherstats::version << "\n";
+            std::cout << "gatherstatsd " << gatherstats::version << " (revision "
+                      << gatherstats::revision << ")\n";
             return 0;
           } else if constexpr (std::is_same_v<T, fetch_options>) {
             return run_fetch(cmd);

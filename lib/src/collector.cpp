@@ -3,6 +3,7 @@
 // what an old poller's last fetch submits.
 #include "gatherstats/collector.hpp"
 
+#include "gatherstats/http/client.hpp"
 #include "gatherstats/io/blocking.hpp"
 #include "gatherstats/pg/pool.hpp"
 #include "gatherstats/sched/endpoint_poller.hpp"
@@ -15,6 +16,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <map>
 #include <optional>
@@ -59,12 +61,42 @@ const char* log::to_string(event_kind kind) {
   return "event";
 }
 
+// What the spool holds, read on the blocking thread after each of its
+// operations and kept on the event loop for the metrics and the status page.
+struct spool_gauges {
+  std::uint64_t fetches = 0;
+  std::uint64_t bytes = 0;
+  std::optional<timestamp> oldest;
+
+  static spool_gauges of(const spool::directory_spool* sp) {
+    spool_gauges g;
+    if (!sp) return g;
+    g.fetches = sp->size();
+    g.bytes = sp->bytes();
+    if (auto first = sp->next_after(0)) g.oldest = first->fetched_at;
+    return g;
+  }
+};
+
+struct dropped_fetch {
+  observe::drop_reason reason;
+  std::string why;  // one line naming the fetch and why it was lost
+};
+
 // What one pass of spool work on the blocking thread reports back.
 struct spool_report {
   std::size_t written = 0;
-  std::vector<std::string> dropped;  // one line per fetch lost, saying why
-  bool full = false;                 // refused: full under when_full: stop_fetching
-  std::uint64_t waiting = 0;         // spooled entries not yet back in memory
+  std::vector<dropped_fetch> dropped;
+  bool full = false;          // refused: full under when_full: stop_fetching
+  std::uint64_t waiting = 0;  // spooled entries not yet back in memory
+  spool_gauges gauges;
+};
+
+// Per configured endpoint: its status, and the ticks its earlier pollers
+// skipped (a poller replaced by a reload takes its count with it).
+struct endpoint_record {
+  observe::endpoint_status status;
+  std::uint64_t skipped_before = 0;
 };
 
 struct collector::state {
@@ -79,6 +111,18 @@ struct collector::state {
   std::uint64_t commit_failures = 0;
   std::uint64_t dropped = 0;
   steady::time_point last_commit{};
+
+  // What the metrics and the status page show (observe/status.hpp).
+  std::map<std::string, endpoint_record> endpoint_stats;
+  observe::histogram fetch_duration;
+  observe::histogram commit_duration;
+  std::uint64_t rows_committed = 0;
+  spool_gauges spool_now;
+  std::string spool_problem;      // why there is no spool, or why the last write failed
+  bool spool_unwritable = false;  // the last write to the spool failed
+  std::uint64_t spool_written = 0;
+  std::uint64_t spool_replayed = 0;
+  std::array<std::uint64_t, observe::drop_reason_count> dropped_by{};
 
   // Waiting results past memory (docs/reliability.md). On the event loop:
   bool spool_open = false;
@@ -132,8 +176,22 @@ struct collector::state {
   // Every fetch a poller makes comes here. It goes to the pool's queue in
   // memory, unless that is past spool.memory_max_bytes or older fetches are
   // on disk already (so that commits stay oldest first): then to the spool.
+  void observe_fetch(const fetch_record& r) {
+    fetch_duration.observe(std::chrono::duration<double>(r.outcome.duration).count());
+    if (auto found = endpoint_stats.find(r.name); found != endpoint_stats.end())
+      found->second.status.record(r);
+  }
+
+  void count_drop(observe::drop_reason why) {
+    ++dropped;
+    ++dropped_by[static_cast<std::size_t>(why)];
+  }
+
   void accept(fetch_record r, std::shared_ptr<state> self) {
+    observe_fetch(r);
     if (!pool) return;
+    // A failed fetch has nothing to store (yet: the fetch log will keep it).
+    if (!r.outcome.ok()) return;
     bool over = pool->queued_bytes() + memory_bytes(r) > memory_max();
     if (spool_open && (over || spool_waiting > 0 || !to_spool.empty() || writer_running)) {
       bool first = spool_waiting == 0 && to_spool.empty() && !writer_running;
@@ -164,7 +222,7 @@ struct collector::state {
       return;
     }
     if (over) {
-      ++dropped;
+      count_drop(observe::drop_reason::no_spool);
       emit_error(log::event_kind::results_dropped, r.name,
                  "fetch at " + to_iso8601(r.fetched_at) +
                      " dropped: spool.memory_max_bytes is reached and there is no spool");
@@ -181,25 +239,31 @@ struct collector::state {
       for (const auto& r : records) {
         std::string what = "fetch of " + r.name + " at " + to_iso8601(r.fetched_at);
         if (!s->spool) {
-          out.dropped.push_back(what + " dropped: there is no spool");
+          out.dropped.push_back(
+              {observe::drop_reason::no_spool, what + " dropped: there is no spool"});
           continue;
         }
         auto stored = s->spool->store(r, s->spool_fed_upto);
         if (!stored) {
           // The spool's wording for a refusal under full_policy::stop.
-          if (stored.error().message.find(" is full (") != std::string::npos) out.full = true;
-          out.dropped.push_back(what + " dropped: " + stored.error().message);
+          bool full = stored.error().message.find(" is full (") != std::string::npos;
+          if (full) out.full = true;
+          out.dropped.push_back(
+              {full ? observe::drop_reason::spool_full : observe::drop_reason::spool_unwritable,
+               what + " dropped: " + stored.error().message});
           continue;
         }
         ++out.written;
         ++s->spool_unfed;
         for (const auto& d : stored->dropped) {
           --s->spool_unfed;
-          out.dropped.push_back("spooled fetch at " + to_iso8601(d.fetched_at) + " (" + d.path +
-                                ") dropped to make room: the spool is at max_bytes");
+          out.dropped.push_back({observe::drop_reason::spool_full,
+                                 "spooled fetch at " + to_iso8601(d.fetched_at) + " (" + d.path +
+                                     ") dropped to make room: the spool is at max_bytes"});
         }
       }
       out.waiting = s->spool_unfed;
+      out.gauges = spool_gauges::of(s->spool.get());
       return out;
     };
     co_return co_await io::async_run_blocking<spool_report>(s->blocking, store_all);
@@ -207,8 +271,20 @@ struct collector::state {
 
   void report(const spool_report& r) {
     spool_waiting = r.waiting;
-    dropped += r.dropped.size();
-    for (const auto& why : r.dropped) emit_error(log::event_kind::results_dropped, {}, why);
+    spool_now = r.gauges;
+    spool_written += r.written;
+    for (const auto& d : r.dropped) {
+      count_drop(d.reason);
+      emit_error(log::event_kind::results_dropped, {}, d.why);
+      if (d.reason == observe::drop_reason::spool_unwritable) {
+        spool_unwritable = true;
+        spool_problem = d.why;
+      }
+    }
+    if (r.written > 0 && spool_unwritable) {
+      spool_unwritable = false;
+      spool_problem.clear();
+    }
     if (r.full && !spool_full && current &&
         current->spool.when_full == config::spool_full_policy::stop_fetching) {
       spool_full = true;
@@ -252,26 +328,32 @@ struct collector::state {
         co_await s->feeder_wake.async_wait(use_nothrow);
         continue;
       }
-      using loaded = std::pair<outcome<fetch_record>, std::uint64_t>;
+      struct loaded {
+        outcome<fetch_record> record;
+        std::uint64_t unfed = 0;
+        spool_gauges gauges;
+      };
       auto next = [s]() -> loaded {
         auto entry = s->spool ? s->spool->next_after(s->spool_fed_upto) : std::nullopt;
         if (!entry) {
           s->spool_unfed = 0;
-          return {failure::permanent(""), 0};
+          return {failure::permanent(""), 0, spool_gauges::of(s->spool.get())};
         }
         s->spool_fed_upto = entry->id;
         --s->spool_unfed;
         auto record = s->spool->load(entry->id);
         if (record) record->spool_id = entry->id;
-        return {std::move(record), s->spool_unfed};
+        return {std::move(record), s->spool_unfed, spool_gauges::of(s->spool.get())};
       };
       auto got = co_await io::async_run_blocking<loaded>(s->blocking, next);
-      s->spool_waiting = got.second;
-      if (got.first) {
-        if (s->pool) s->pool->submit(std::move(*got.first));
-      } else if (!got.first.error().message.empty()) {
+      s->spool_waiting = got.unfed;
+      s->spool_now = got.gauges;
+      if (got.record) {
+        ++s->spool_replayed;
+        if (s->pool) s->pool->submit(std::move(*got.record));
+      } else if (!got.record.error().message.empty()) {
         // Moved to corrupt/ (or unreadable and left for the next start).
-        s->emit_error(log::event_kind::warning, {}, "spool: " + got.first.error().message);
+        s->emit_error(log::event_kind::warning, {}, "spool: " + got.record.error().message);
       }
     }
   }
@@ -280,12 +362,16 @@ struct collector::state {
   // A spooled fetch is committed (or refused for good): its file goes.
   static asio::awaitable<void> async_unspool(std::shared_ptr<state> s, std::uint64_t id,
                                              std::string name) {
-    auto remove = [s, id]() -> outcome<void> {
-      if (!s->spool) return {};
-      return s->spool->remove(id);
+    using removal = std::pair<outcome<void>, spool_gauges>;
+    auto remove = [s, id]() -> removal {
+      if (!s->spool) return {outcome<void>{}, spool_gauges{}};
+      auto removed = s->spool->remove(id);
+      return {std::move(removed), spool_gauges::of(s->spool.get())};
     };
-    auto removed = co_await io::async_run_blocking<outcome<void>>(s->blocking, remove);
-    if (!removed) s->emit_error(log::event_kind::warning, name, removed.error().message);
+    auto removed = co_await io::async_run_blocking<removal>(s->blocking, remove);
+    s->spool_now = removed.second;
+    if (!removed.first)
+      s->emit_error(log::event_kind::warning, name, removed.first.error().message);
     if (s->spool_full) {
       s->spool_full = false;
       log::event e{log::event_kind::warning, log::severity::notice};
@@ -304,6 +390,7 @@ struct collector::state {
       return;  // the pool reported it
     }
     ++committed;
+    rows_committed += record.rows.size();
     last_commit = steady::now();
     log::event e{log::event_kind::fetch_committed, log::severity::info};
     e.endpoint = record.name;
@@ -326,6 +413,10 @@ struct collector::state {
     std::weak_ptr<state> weak = self;
     settings.connected = [weak] {
       if (auto s = weak.lock()) s->feeder_wake.cancel();
+    };
+    settings.committed_batch = [weak](steady::duration took) {
+      if (auto s = weak.lock())
+        s->commit_duration.observe(std::chrono::duration<double>(took).count());
     };
     auto p = std::make_unique<pg::pool>(
         ex, std::move(settings),
@@ -373,18 +464,22 @@ using state_ptr = std::shared_ptr<collector::state>;
 // Opens the configured spool (on the blocking pool); a spool that cannot be
 // opened is reported, and the daemon runs on without one.
 asio::awaitable<void> async_open_spool(state_ptr s, config::spool_config cfg) {
-  auto open = [s, cfg]() -> outcome<std::uint64_t> {
+  using result = std::pair<outcome<std::uint64_t>, spool_gauges>;
+  auto open = [s, cfg]() -> result {
     auto policy = cfg.when_full == config::spool_full_policy::drop_oldest
                       ? spool::full_policy::drop_oldest
                       : spool::full_policy::stop;
     auto opened = spool::directory_spool::open(cfg.directory, cfg.max_bytes, policy);
-    if (!opened) return opened.error();
+    if (!opened) return {opened.error(), spool_gauges{}};
     s->spool = std::make_unique<spool::directory_spool>(std::move(*opened));
     s->spool_unfed = s->spool->size();
-    return s->spool_unfed;
+    return {s->spool_unfed, spool_gauges::of(s->spool.get())};
   };
-  auto opened = co_await io::async_run_blocking<outcome<std::uint64_t>>(s->blocking, open);
+  auto got = co_await io::async_run_blocking<result>(s->blocking, open);
+  s->spool_now = got.second;
+  auto& opened = got.first;
   if (!opened) {
+    s->spool_problem = opened.error().message;
     log::event e{log::event_kind::warning, log::severity::error};
     e.error = opened.error().message;
     e.detail =
@@ -458,6 +553,19 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
     s->pool = std::move(fresh);
   }
 
+  // Each endpoint's status lives on through a reload that changes it; a
+  // removed endpoint's goes with it.
+  std::map<std::string, endpoint_record> stats;
+  for (const auto& ep : cfg.endpoints) {
+    auto& rec = stats[ep.name];
+    if (auto old = s->endpoint_stats.find(ep.name); old != s->endpoint_stats.end())
+      rec = std::move(old->second);
+    rec.status.name = ep.name;
+    rec.status.url = http::redact_url(ep.url);
+    rec.status.interval = ep.interval;
+  }
+  s->endpoint_stats = std::move(stats);
+
   std::map<std::string, std::unique_ptr<sched::endpoint_poller>> next;
   for (const auto& ep : cfg.endpoints) {
     auto found = s->pollers.find(ep.name);
@@ -466,6 +574,8 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
       s->pollers.erase(found);
       continue;
     }
+    if (found != s->pollers.end())
+      s->endpoint_stats[ep.name].skipped_before += found->second->stats().skipped_ticks;
     auto poller = s->make_poller(ep, s);
     if (!poller) continue;
     poller->start();
@@ -546,6 +656,52 @@ asio::awaitable<std::size_t> collector::async_stop(steady::time_point until) {
   s->writer_idle.expires_at(steady::time_point::max());
   while (s->writer_running) co_await s->writer_idle.async_wait(use_nothrow);
   co_return co_await async_spool_leftovers(s, std::move(left));
+}
+
+observe::daemon_status collector::observe() const {
+  const auto& s = *state_;
+  observe::daemon_status out;
+  out.configured = s.current.has_value();
+  if (s.current) {
+    out.endpoints.reserve(s.current->endpoints.size());
+    for (const auto& ep : s.current->endpoints) {
+      auto found = s.endpoint_stats.find(ep.name);
+      if (found == s.endpoint_stats.end()) continue;
+      auto& e = out.endpoints.emplace_back(found->second.status);
+      e.skipped_ticks = found->second.skipped_before;
+      if (auto p = s.pollers.find(ep.name); p != s.pollers.end())
+        e.skipped_ticks += p->second->stats().skipped_ticks;
+    }
+  }
+  out.fetch_duration = s.fetch_duration;
+  auto& db = out.database;
+  if (s.pool) {
+    db.connections_open = s.pool->connected();
+    db.connections_busy = s.pool->busy();
+    db.waiting = s.pool->pending();
+  }
+  db.up = db.connections_open > 0;
+  db.committed = s.committed;
+  db.commit_failures = s.commit_failures;
+  db.rows_committed = s.rows_committed;
+  db.commit_duration = s.commit_duration;
+  auto& sp = out.spool;
+  const auto spool_cfg = s.current ? s.current->spool : config::spool_config{};
+  sp.directory = spool_cfg.directory;
+  sp.max_bytes = spool_cfg.max_bytes;
+  sp.stop_fetching = spool_cfg.when_full == config::spool_full_policy::stop_fetching;
+  sp.usable = s.spool_open && !s.spool_unwritable;
+  sp.problem = s.spool_open              ? s.spool_problem
+               : s.spool_problem.empty() ? std::string("not open yet")
+                                         : s.spool_problem;
+  sp.full = s.spool_full;
+  sp.fetches = s.spool_now.fetches;
+  sp.bytes = s.spool_now.bytes;
+  sp.oldest = s.spool_now.oldest;
+  sp.written = s.spool_written;
+  sp.replayed = s.spool_replayed;
+  sp.dropped = s.dropped_by;
+  return out;
 }
 
 collector_status collector::status() const {

@@ -12,6 +12,7 @@
 
 #include "gatherstats/config/config.hpp"
 #include "gatherstats/log/event.hpp"
+#include "gatherstats/observe/status.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -53,6 +54,9 @@ class collector {
   boost::asio::awaitable<std::size_t> async_stop(std::chrono::steady_clock::time_point until);
 
   collector_status status() const;
+  // The endpoints', database's and spool's part of the daemon's status
+  // (the daemon adds its own: version, configuration file, reloads).
+  observe::daemon_status observe() const;
 
   struct state;
 

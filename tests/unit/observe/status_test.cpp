@@ -1,0 +1,269 @@
+#include "gatherstats/observe/status.hpp"
+#include "gatherstats/observe/pages.hpp"
+
+#include <boost/json/parse.hpp>
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <set>
+#include <sstream>
+
+using namespace gatherstats;
+using namespace gatherstats::observe;
+using namespace std::chrono_literals;
+
+namespace {
+
+timestamp at(std::int64_t seconds) { return timestamp(std::chrono::seconds(seconds)); }
+
+fetch_record ok_fetch(std::string name, std::size_t rows, timestamp when) {
+  fetch_record r;
+  r.name = std::move(name);
+  r.fetched_at = when;
+  for (std::size_t i = 0; i < rows; ++i) r.rows.push_back("k" + std::to_string(i), double(i));
+  r.outcome.duration = 120ms;
+  r.outcome.http_status = 200;
+  r.outcome.bytes = 1000;
+  return r;
+}
+
+fetch_record failed_fetch(std::string name, fetch_reason why, std::string error, timestamp when) {
+  fetch_record r;
+  r.name = std::move(name);
+  r.fetched_at = when;
+  r.outcome.reason = why;
+  r.outcome.error = std::move(error);
+  r.outcome.duration = 3s;
+  return r;
+}
+
+daemon_status sample() {
+  daemon_status s;
+  s.version = "0.1.0";
+  s.revision = "abc";
+  s.started = at(1'700'000'000);
+  s.config_file = "/etc/gatherstats/gatherstats.yaml";
+  s.configured = true;
+  s.last_reload = at(1'700'000'000);
+  endpoint_status a;
+  a.name = "alpha";
+  a.url = "http://a.example/stats";
+  a.interval = 60s;
+  a.record(ok_fetch("alpha", 3, at(1'700'000'100)));
+  endpoint_status b;
+  b.name = "beta \"quoted\"\\";
+  b.url = "http://b.example/<script>?api_key=REDACTED";
+  b.interval = 1s;
+  b.record(
+      failed_fetch("beta", fetch_reason::dns, "cannot resolve <b.example>", at(1'700'000'101)));
+  endpoint_status c;
+  c.name = "gamma";
+  c.interval = 5min;
+  s.endpoints = {a, b, c};
+  s.database.up = true;
+  s.database.connections_open = 2;
+  s.spool.usable = true;
+  s.spool.max_bytes = 1 << 30;
+  return s;
+}
+
+// name -> {labels -> value} of every sample, and the TYPE of every family.
+struct parsed_metrics {
+  std::map<std::string, std::map<std::string, std::string>> samples;
+  std::map<std::string, std::string> types;
+};
+
+parsed_metrics parse(const std::string& text) {
+  parsed_metrics out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    REQUIRE(!line.empty());
+    if (line.rfind("# TYPE ", 0) == 0) {
+      auto rest = line.substr(7);
+      auto sp = rest.find(' ');
+      REQUIRE(out.types.emplace(rest.substr(0, sp), rest.substr(sp + 1)).second);
+      continue;
+    }
+    if (line[0] == '#') continue;
+    auto brace = line.find('{');
+    auto space = line.rfind(' ');
+    std::string name = line.substr(0, std::min(brace, space));
+    std::string labels = brace < space ? line.substr(brace, space - brace) : "";
+    out.samples[name][labels] = line.substr(space + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a histogram counts into cumulative buckets", "[observe]") {
+  histogram h;
+  h.observe(0.001);
+  h.observe(0.3);
+  h.observe(100);
+  auto c = h.cumulative();
+  CHECK(c[0] == 1);      // <= 5 ms
+  CHECK(c[5] == 1);      // <= 250 ms
+  CHECK(c[6] == 2);      // <= 500 ms
+  CHECK(c.back() == 2);  // <= 60 s; the 100 s one only in +Inf
+  CHECK(h.count() == 3);
+  CHECK(h.sum() == Approx(100.301));
+}
+
+TEST_CASE("an endpoint's status follows its fetches", "[observe]") {
+  endpoint_status e;
+  e.record(ok_fetch("x", 4, at(10)));
+  CHECK(e.up);
+  CHECK(e.rows == 4);
+  CHECK(e.last_success == at(10));
+  e.record(failed_fetch("x", fetch_reason::timeout, "timed out", at(20)));
+  e.record(failed_fetch("x", fetch_reason::timeout, "timed out again", at(30)));
+  CHECK_FALSE(e.up);
+  CHECK(e.fetches == 3);
+  CHECK(e.failures_total() == 2);
+  CHECK(e.failures[static_cast<std::size_t>(fetch_reason::timeout)] == 2);
+  CHECK(e.consecutive_failures == 2);
+  CHECK(e.last_error == "timed out again");
+  CHECK(e.last_success == at(10));
+  CHECK(e.last_fetch == at(30));
+  CHECK(e.last_rows == 0);
+  e.record(ok_fetch("x", 1, at(40)));
+  CHECK(e.consecutive_failures == 0);
+  CHECK(e.rows == 5);
+}
+
+TEST_CASE("metrics are in the text format with every endpoint and reason", "[observe]") {
+  auto text = render_metrics(sample(), process_status{1.5, 4096, 8192, 7, 1024, 1.7e9, 2});
+  auto m = parse(text);
+  // Every family is prefixed, typed, and counters end in _total.
+  for (const auto& [name, type] : m.types) {
+    bool ours = name.rfind("gatherstatsd_", 0) == 0 || name.rfind("process_", 0) == 0;
+    CHECK(ours);
+    if (type == "counter") CHECK(name.size() > 6);
+    if (type == "counter") CHECK(name.substr(name.size() - 6) == "_total");
+  }
+  CHECK(m.types.at("gatherstatsd_fetch_duration_seconds") == "histogram");
+  CHECK(m.samples.at("gatherstatsd_endpoint_up").at("{endpoint=\"alpha\"}") == "1");
+  // Quotes and backslashes in a label value are escaped.
+  CHECK(m.samples.at("gatherstatsd_endpoint_up").at("{endpoint=\"beta \\\"quoted\\\"\\\\\"}") ==
+        "0");
+  // An endpoint never fetched has its series, at zero.
+  CHECK(m.samples.at("gatherstatsd_endpoint_fetches_total").at("{endpoint=\"gamma\"}") == "0");
+  CHECK(m.samples.at("gatherstatsd_endpoint_last_rows").at("{endpoint=\"alpha\"}") == "3");
+  CHECK(m.samples.at("gatherstatsd_endpoint_interval_seconds").at("{endpoint=\"gamma\"}") == "300");
+  auto& failures = m.samples.at("gatherstatsd_endpoint_failures_total");
+  CHECK(failures.size() == 3 * 9);
+  CHECK(failures.at("{endpoint=\"gamma\",reason=\"tls\"}") == "0");
+  CHECK(failures.count("{endpoint=\"alpha\",reason=\"none\"}") == 0);
+  CHECK(m.samples.at("gatherstatsd_endpoint_last_success_timestamp_seconds")
+            .at("{endpoint=\"alpha\"}") == "1700000100");
+  CHECK(m.samples.at("gatherstatsd_build_info").at("{version=\"0.1.0\",revision=\"abc\"}") == "1");
+  CHECK(m.samples.at("gatherstatsd_fetch_duration_seconds_bucket").count("{le=\"+Inf\"}") == 1);
+  CHECK(m.samples.at("gatherstatsd_spool_dropped_fetches_total").size() == drop_reason_count);
+  CHECK(m.samples.at("process_cpu_seconds_total").at("") == "1.5");
+  CHECK(m.samples.at("process_max_fds").at("") == "1024");
+  // No URL anywhere: the endpoint label is the configured name.
+  CHECK(text.find("example") == std::string::npos);
+}
+
+TEST_CASE("process metrics come from /proc", "[observe]") {
+  auto p = read_process_status();
+  CHECK(p.resident_bytes > 0);
+  CHECK(p.virtual_bytes >= p.resident_bytes);
+  CHECK(p.open_fds >= 3);
+  CHECK(p.max_fds >= p.open_fds);
+  CHECK(p.threads >= 1);
+  CHECK(p.start_time_seconds > 1.6e9);
+}
+
+TEST_CASE("readiness: nowhere durable to go, not loaded, stopping", "[observe]") {
+  auto s = sample();
+  CHECK(healthy(readiness_checks(s)));
+  s.database.up = false;  // the spool takes over
+  CHECK(healthy(readiness_checks(s)));
+  s.spool.full = true;  // full under stop_fetching
+  CHECK_FALSE(healthy(readiness_checks(s)));
+  s.spool.full = false;
+  s.spool.usable = false;
+  s.spool.problem = "cannot create spool directory \"/nope\"";
+  auto checks = readiness_checks(s);
+  CHECK_FALSE(healthy(checks));
+  auto text = render_health(checks, true, "readyz");
+  CHECK_THAT(text, Catch::Contains("[+]config ok"));
+  CHECK_THAT(text, Catch::Contains("[-]storage failed: the database is down and there is no usable "
+                                   "spool (cannot create spool directory \"/nope\")"));
+  CHECK_THAT(text, Catch::EndsWith("readyz check failed\n"));
+  s = sample();
+  s.configured = false;
+  CHECK_FALSE(healthy(readiness_checks(s)));
+  s = sample();
+  s.stopping = true;
+  CHECK_FALSE(healthy(readiness_checks(s)));
+}
+
+TEST_CASE("the status page escapes everything and lists failing endpoints first", "[observe]") {
+  auto html = render_status_html(sample(), at(1'700'000'200));
+  CHECK(html.find("<script>") == std::string::npos);
+  CHECK_THAT(html, Catch::Contains("http://b.example/&lt;script&gt;?api_key=REDACTED"));
+  CHECK_THAT(html, Catch::Contains("cannot resolve &lt;b.example&gt;"));
+  auto beta = html.find("data-state=\"failing\"");
+  auto gamma = html.find("data-state=\"pending\"");
+  auto alpha = html.find("data-state=\"ok\"");
+  REQUIRE(beta != std::string::npos);
+  CHECK(beta < gamma);
+  CHECK(gamma < alpha);
+  CHECK_THAT(html, Catch::Contains("1m 40s ago"));
+  // No external asset: nothing is loaded from elsewhere.
+  CHECK(html.find("src=") == std::string::npos);
+  CHECK(html.find("<link") == std::string::npos);
+}
+
+TEST_CASE("the JSON status is the page's twin", "[observe]") {
+  auto text = render_status_json(sample(), at(1'700'000'200));
+  auto v = boost::json::parse(text).as_object();
+  CHECK(v.at("version") == "0.1.0");
+  auto& eps = v.at("endpoints").as_array();
+  REQUIRE(eps.size() == 3);
+  CHECK(eps[0].at("state") == "failing");
+  CHECK(eps[0].at("failures").at("dns") == 1);
+  CHECK(eps[2].at("name") == "alpha");
+  CHECK(eps[2].at("last_rows") == 3);
+  CHECK(eps[1].at("last_fetch").is_null());
+  CHECK(v.at("database").at("up") == true);
+}
+
+TEST_CASE("durations ago read like a person would say them", "[observe]") {
+  CHECK(ago(std::nullopt, at(0)) == "never");
+  CHECK(ago(at(0), at(5)) == "5s ago");
+  CHECK(ago(at(0), at(65)) == "1m 5s ago");
+  CHECK(ago(at(0), at(3600)) == "1h ago");
+  CHECK(ago(at(0), at(90061)) == "1d 1h ago");
+  CHECK(ago(at(10), at(5)) == "0s ago");
+  CHECK(escape_html("<a href='x'>&\"</a>") == "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+}
+
+TEST_CASE("pages by path", "[observe]") {
+  int snapshots = 0;
+  status_source src = [&] {
+    ++snapshots;
+    return sample();
+  };
+  auto live = serve_page("/livez", src, at(0));
+  CHECK(live.status == 200);
+  CHECK(live.body == "ok\n");
+  CHECK(snapshots == 0);  // liveness never looks at the database or the spool
+  CHECK(serve_page("/healthz?verbose", src, at(0)).body ==
+        "[+]event_loop ok\nlivez check passed\n");
+  CHECK(serve_page("/readyz", src, at(0)).status == 200);
+  CHECK_THAT(serve_page("/readyz?verbose=1", src, at(0)).body, Catch::Contains("[+]storage ok"));
+  auto metrics = serve_page("/metrics", src, at(0));
+  CHECK(metrics.content_type == "text/plain; version=0.0.4; charset=utf-8");
+  CHECK(serve_page("/", src, at(0)).content_type == "text/html; charset=utf-8");
+  CHECK(serve_page("/api/v1/status", src, at(0)).content_type == "application/json");
+  CHECK(serve_page("/nope", src, at(0)).status == 404);
+  auto bad = sample();
+  bad.stopping = true;
+  status_source stopping = [&] { return bad; };
+  CHECK(serve_page("/readyz", stopping, at(0)).status == 503);
+}
