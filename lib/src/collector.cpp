@@ -3,6 +3,7 @@
 // what an old poller's last fetch submits.
 #include "gatherstats/collector.hpp"
 
+#include "gatherstats/http/redact.hpp"
 #include "gatherstats/io/blocking.hpp"
 #include "gatherstats/pg/pool.hpp"
 #include "gatherstats/sched/endpoint_poller.hpp"
@@ -307,7 +308,7 @@ struct collector::state {
     last_commit = steady::now();
     log::event e{log::event_kind::fetch_committed, log::severity::info};
     e.endpoint = record.name;
-    e.url = record.endpoint;
+    e.url = http::redact_url(record.endpoint);
     e.rows = record.rows.size();
     e.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::system_clock::now() - record.fetched_at);
