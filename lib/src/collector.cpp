@@ -95,6 +95,8 @@ struct collector::state {
   bool spool_full = false;          // when_full: stop_fetching and it refused
   bool feeding = false;             // a spooled fetch is being read back
   bool stopping = false;
+  // --once --dry-run: every fetch goes here instead of to a pool.
+  std::function<void(fetch_record)> dry_run;
   asio::steady_timer feeder_wake;  // never expires; cancel() wakes the feeder
   asio::steady_timer writer_idle;  // cancelled when the writer finishes
   // Only ever touched on the blocking pool's single thread: the spool, the
@@ -357,7 +359,11 @@ struct collector::state {
     std::weak_ptr<state> weak = self;
     return {blocking,
             [weak](fetch_record r) {
-              if (auto s = weak.lock()) s->accept(std::move(r), s);
+              auto s = weak.lock();
+              if (s && s->dry_run)
+                s->dry_run(std::move(r));
+              else if (s)
+                s->accept(std::move(r), s);
             },
             limiter.get(), events,
             [weak] {
@@ -498,10 +504,13 @@ asio::awaitable<void> fetch_once_and_count(sched::endpoint_poller* poller, stead
 
 }  // namespace
 
-asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg) {
+asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg,
+                                                std::function<void(fetch_record)> dry_run) {
   auto s = state_;
   s->limiter = std::make_unique<sched::fetch_limiter>(s->ex, cfg.max_concurrent_fetches);
-  s->pool = s->make_pool(cfg.database, s);
+  s->dry_run = std::move(dry_run);
+  // A dry run never connects to the database.
+  if (!s->dry_run) s->pool = s->make_pool(cfg.database, s);
   auto failed = std::make_shared<std::size_t>(0);
   auto running = std::make_shared<std::size_t>(0);
   auto all_done = std::make_shared<asio::steady_timer>(s->ex, steady::time_point::max());
@@ -522,6 +531,7 @@ asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg) {
     asio::co_spawn(s->ex, fetch_once_and_count(p.get(), fetch_until, running, failed, all_done),
                    asio::detached);
   while (*running > 0) co_await all_done->async_wait(use_nothrow);
+  if (s->dry_run) co_return *failed == 0;
 
   auto commit_until = steady::now() + cfg.database.connect_timeout + cfg.database.statement_timeout;
   auto left = co_await s->pool->async_drain(commit_until);
