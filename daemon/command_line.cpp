@@ -8,11 +8,11 @@ const char* const usage =
     "usage:\n"
     "  gatherstatsd fetch URL_OR_PATH [--endpoint URL] [--database CONNINFO]\n"
     "                     [--ca-file FILE] [--table NAME] [--values strict|skip]\n"
-    "                     [--timeout DURATION]\n"
+    "                     [--timeout DURATION] [--dry-run [--format tsv|json]]\n"
     "      fetch one JSON document, flatten it and commit its rows in one transaction\n"
     "  gatherstatsd migrate [--database CONNINFO] [--table NAME]\n"
     "      create the statistics table if it is missing, then check it\n"
-    "  gatherstatsd [--config FILE] [--check | --once]\n"
+    "  gatherstatsd [--config FILE] [--check | --once [--dry-run [--format tsv|json]]]\n"
     "               [--log-target auto|stderr|journal]\n"
     "               [--log-level debug|info|notice|warning|error]\n"
     "      run as a daemon; --check validates the file (exit 0 or 2);\n"
@@ -21,6 +21,13 @@ const char* const usage =
     "      default) or with journal, as lines on stderr otherwise; --log-level\n"
     "      drops events below it (default info; notice leaves out routine commits)\n"
     "  gatherstatsd --version | --help\n"
+    "\n"
+    "--dry-run fetches and flattens as usual but prints the rows that would be\n"
+    "stored on stdout instead of storing them, and never connects to the\n"
+    "database; exits 0 when every fetch succeeded, 1 otherwise. --format tsv\n"
+    "(the default: a header line, then endpoint, key, numeric_value, fetched_at\n"
+    "separated by tabs, with \\t \\n \\r \\\\ escaped as in COPY) or json\n"
+    "(one document: {\"fetches\": [...], \"failed\": N}).\n"
     "\n"
     "CONNINFO is a libpq connection string or URI; without --database, libpq's\n"
     "environment (PGHOST, PGDATABASE, PGPASSFILE, ...) applies.\n";
@@ -64,6 +71,20 @@ class arg_reader {
 
 parse_result fail(std::string message) { return {std::nullopt, std::move(message)}; }
 
+// --format's value; an error message, or empty.
+std::string apply_format(const std::optional<std::string>& format, bool dry_run,
+                         output_format& out) {
+  if (!format) return {};
+  if (!dry_run) return "--format needs --dry-run";
+  if (*format == "tsv")
+    out = output_format::tsv;
+  else if (*format == "json")
+    out = output_format::json;
+  else
+    return "--format must be tsv or json, not \"" + *format + "\"";
+  return {};
+}
+
 std::optional<log_target> parse_log_target(const std::string& s) {
   if (s == "auto") return log_target::automatic;
   if (s == "stderr") return log_target::stderr_lines;
@@ -83,16 +104,22 @@ std::optional<gatherstats::log::severity> parse_log_level(const std::string& s) 
 
 parse_result parse_fetch(arg_reader& in) {
   fetch_options o;
-  std::optional<std::string> source, table, values, timeout;
+  std::optional<std::string> source, table, values, timeout, format;
   std::string error;
   while (!in.done()) {
     if (in.option("--endpoint", o.endpoint, error) || in.option("--database", o.database, error) ||
         in.option("--ca-file", o.ca_file, error) || in.option("--table", table, error) ||
-        in.option("--values", values, error) || in.option("--timeout", timeout, error)) {
+        in.option("--values", values, error) || in.option("--timeout", timeout, error) ||
+        in.option("--format", format, error)) {
       if (!error.empty()) return fail(error);
       continue;
     }
     const std::string& a = in.peek();
+    if (a == "--dry-run") {
+      o.dry_run = true;
+      in.skip();
+      continue;
+    }
     if (a.starts_with("--") || (a.starts_with("-") && a.size() > 1))
       return fail("fetch: unknown option " + a);
     if (source) return fail("fetch: only one URL_OR_PATH, got also \"" + a + "\"");
@@ -101,6 +128,8 @@ parse_result parse_fetch(arg_reader& in) {
   }
   if (!source) return fail("fetch: missing URL_OR_PATH");
   o.source = *source;
+  if (auto bad = apply_format(format, o.dry_run, o.format); !bad.empty())
+    return fail("fetch: " + bad);
   if (table) o.table = *table;
   if (values) {
     if (*values == "skip")
@@ -126,6 +155,8 @@ parse_result parse_migrate(arg_reader& in) {
       if (!error.empty()) return fail(error);
       continue;
     }
+    if (in.peek() == "--dry-run" || in.peek().starts_with("--format"))
+      return fail("migrate: " + in.peek() + " does not apply to migrate");
     return fail("migrate: unexpected argument " + in.peek());
   }
   if (table) o.table = *table;
@@ -149,11 +180,11 @@ parse_result parse_command_line(const std::vector<std::string>& args) {
     return parse_migrate(in);
   }
   run_options o;
-  std::optional<std::string> config, target, level;
+  std::optional<std::string> config, target, level, format;
   std::string error;
   while (!in.done()) {
     if (in.option("--config", config, error) || in.option("--log-target", target, error) ||
-        in.option("--log-level", level, error)) {
+        in.option("--log-level", level, error) || in.option("--format", format, error)) {
       if (!error.empty()) return fail(error);
       continue;
     }
@@ -162,6 +193,8 @@ parse_result parse_command_line(const std::vector<std::string>& args) {
       o.check = true;
     else if (a == "--once")
       o.once = true;
+    else if (a == "--dry-run")
+      o.dry_run = true;
     else if (a == "--help" || a == "-h")
       return {command{show_help{}}, {}};
     else if (a == "--version")
@@ -171,6 +204,8 @@ parse_result parse_command_line(const std::vector<std::string>& args) {
     in.skip();
   }
   if (o.check && o.once) return fail("--check and --once cannot be combined");
+  if (o.dry_run && !o.once) return fail("--dry-run needs --once (or the fetch command)");
+  if (auto bad = apply_format(format, o.dry_run, o.format); !bad.empty()) return fail(bad);
   if (config) o.config = *config;
   if (target) {
     auto t = parse_log_target(*target);

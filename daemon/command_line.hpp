@@ -12,6 +12,9 @@
 
 namespace gatherstatsd {
 
+// What --dry-run prints on stdout (--format).
+enum class output_format { tsv, json };
+
 struct fetch_options {
   std::string source;                   // URL, file:// URL or path
   std::optional<std::string> endpoint;  // recorded instead of the source
@@ -20,6 +23,8 @@ struct fetch_options {
   std::string table = "gatherstats_statistic";
   bool skip_bad_values = false;  // --values skip
   std::chrono::milliseconds timeout{30'000};
+  bool dry_run = false;  // print the rows instead of committing them; no database
+  output_format format = output_format::tsv;
 };
 
 struct migrate_options {
@@ -35,6 +40,8 @@ struct run_options {
   std::string config = "/etc/gatherstats/gatherstats.yaml";
   bool check = false;
   bool once = false;
+  bool dry_run = false;  // with once: print the rows instead of committing them
+  output_format format = output_format::tsv;
   log_target target = log_target::automatic;                                // --log-target
   gatherstats::log::severity log_level = gatherstats::log::severity::info;  // --log-level
 };

@@ -3,6 +3,9 @@
 // The only blocking work (reading a file) runs on a one-thread pool.
 #include "commands.hpp"
 
+#include "dry_run.hpp"
+#include "log_sink.hpp"
+
 #include "gatherstats/fetch_record.hpp"
 #include "gatherstats/http/client.hpp"
 #include "gatherstats/io/blocking.hpp"
@@ -88,12 +91,12 @@ int run_to_completion(Work work, OnSuccess on_success) {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        std::cerr << "gatherstatsd: error: internal: " << ex.what() << "\n";
+        std::cerr << "gatherstatsd: error: internal: " << redact_secrets(ex.what()) << "\n";
       }
       return;
     }
     if (!result) {
-      std::cerr << "gatherstatsd: error: " << result.error().message << "\n";
+      std::cerr << "gatherstatsd: error: " << redact_secrets(result.error().message) << "\n";
       return;
     }
     on_success(*result);
@@ -125,10 +128,12 @@ outcome<document_source> classify_source(const std::string& text) {
     auto parsed = boost::urls::parse_uri(text);
     if (!parsed ||
         (parsed->has_authority() && !parsed->host().empty() && parsed->host() != "localhost"))
-      return failure::permanent("\"" + text + "\" is not a file URL of this machine");
+      return failure::permanent("\"" + http::redact_url(text) +
+                                "\" is not a file URL of this machine");
     s.path = parsed->path();
   } else if (text.find("://") != std::string::npos) {
-    return failure::permanent("\"" + text + "\": unsupported scheme (use http, https or file)");
+    return failure::permanent("\"" + http::redact_url(text) +
+                              "\": unsupported scheme (use http, https or file)");
   } else {
     s.path = text;
   }
@@ -139,43 +144,50 @@ outcome<document_source> classify_source(const std::string& text) {
   return s;
 }
 
-asio::awaitable<outcome<std::size_t>> async_fetch(fetch_options o, asio::any_io_executor blocking) {
+// What `fetch` records, checked before anything is fetched.
+struct fetch_plan {
+  pg::table_name table;
+  document_source source;
+  std::string endpoint;  // the value for the endpoint column
+};
+
+outcome<fetch_plan> plan_fetch(const fetch_options& o) {
   auto table = pg::table_name::parse(o.table);
-  if (!table) co_return table.error();
+  if (!table) return table.error();
   auto source = classify_source(o.source);
-  if (!source) co_return source.error();
-  // Not a ?: expression: GCC 12 mishandles its temporaries in a coroutine.
+  if (!source) return source.error();
   std::string endpoint = source->url;
   if (o.endpoint)
     endpoint = *o.endpoint;
   else if (endpoint.empty())
     endpoint = "file://" + source->path;
   if (utf8_chars(endpoint) > max_endpoint_chars)
-    co_return failure::permanent("the endpoint to record is longer than " +
-                                 std::to_string(max_endpoint_chars) + " characters");
+    return failure::permanent("the endpoint to record is longer than " +
+                              std::to_string(max_endpoint_chars) + " characters");
+  return fetch_plan{std::move(*table), std::move(*source), std::move(endpoint)};
+}
 
+// Fetches (or reads) and flattens the document: the record to commit.
+asio::awaitable<outcome<fetch_record>> async_fetch_record(fetch_options o, fetch_plan plan,
+                                                          asio::any_io_executor blocking) {
   json::flatten_options rules;
   rules.values = o.skip_bad_values ? json::value_policy::skip : json::value_policy::strict;
   auto until = std::chrono::steady_clock::now() + o.timeout;
 
-  auto opening = std::make_shared<opening_connection>(co_await asio::this_coro::executor);
-  asio::co_spawn(opening->done.get_executor(),
-                 open_checked(opening, o.database.value_or(""), *table), asio::detached);
-
   fetch_record record;
-  record.endpoint = std::move(endpoint);
+  record.endpoint = std::move(plan.endpoint);
   std::string body;
-  if (!source->url.empty()) {
+  if (!plan.source.url.empty()) {
     http::tls_settings tls;
     tls.ca_file = o.ca_file.value_or("");
     auto client = http::client::create(tls);
     if (!client) co_return client.error();
-    auto response = co_await client->async_get(source->url, rules.max_body_bytes, until);
+    auto response = co_await client->async_get(plan.source.url, rules.max_body_bytes, until);
     if (!response) co_return response.error();
     body = std::move(response->body);
     record.fetched_at = response->received_at;
   } else {
-    auto read = co_await io::async_read_file(blocking, source->path, rules.max_body_bytes);
+    auto read = co_await io::async_read_file(blocking, plan.source.path, rules.max_body_bytes);
     if (!read) co_return read.error();
     body = std::move(*read);
     record.fetched_at = now_utc();
@@ -184,12 +196,40 @@ asio::awaitable<outcome<std::size_t>> async_fetch(fetch_options o, asio::any_io_
   // On the blocking thread, so that this one goes on opening the connection.
   auto flatten_body = [&body, &rules] { return json::flatten(body, rules); };
   auto rows = co_await io::async_run_blocking<decltype(flatten_body())>(blocking, flatten_body);
-  if (!rows) co_return failure::permanent(source->shown + ": " + rows.error().message);
+  if (!rows) co_return failure::permanent(plan.source.shown + ": " + rows.error().message);
   record.rows = std::move(*rows);
+  co_return record;
+}
+
+asio::awaitable<outcome<std::size_t>> async_fetch(fetch_options o, asio::any_io_executor blocking) {
+  auto plan = plan_fetch(o);
+  if (!plan) co_return plan.error();
+  const pg::table_name table = plan->table;
+
+  auto opening = std::make_shared<opening_connection>(co_await asio::this_coro::executor);
+  asio::co_spawn(opening->done.get_executor(),
+                 open_checked(opening, o.database.value_or(""), table), asio::detached);
+
+  auto record = co_await async_fetch_record(o, std::move(*plan), blocking);
+  if (!record) co_return record.error();
 
   auto conn = co_await opened(opening);
   if (!conn) co_return conn.error();
-  co_return co_await pg::async_commit(*conn, *table, record, database_deadline());
+  co_return co_await pg::async_commit(*conn, table, *record, database_deadline());
+}
+
+// --dry-run: the same record, and no database at all. Named by the source
+// as messages show it.
+asio::awaitable<outcome<dry_run_result>> async_dry_fetch(fetch_options o,
+                                                         asio::any_io_executor blocking) {
+  auto plan = plan_fetch(o);
+  if (!plan) co_return plan.error();
+  dry_run_result result;
+  result.name = plan->source.shown;
+  auto record = co_await async_fetch_record(o, std::move(*plan), blocking);
+  if (!record) co_return record.error();
+  result.record = std::move(*record);
+  co_return result;
 }
 
 asio::awaitable<outcome<bool>> async_migrate(migrate_options o, asio::any_io_executor) {
@@ -203,6 +243,12 @@ asio::awaitable<outcome<bool>> async_migrate(migrate_options o, asio::any_io_exe
 }  // namespace
 
 int run_fetch(const fetch_options& options) {
+  if (options.dry_run)
+    return run_to_completion<dry_run_result>(
+        [&](asio::any_io_executor blocking) { return async_dry_fetch(options, blocking); },
+        [&](const dry_run_result& result) {
+          std::cout << format_dry_run(options.format, {result}) << std::flush;
+        });
   return run_to_completion<std::size_t>(
       [&](asio::any_io_executor blocking) { return async_fetch(options, blocking); },
       [](const std::size_t& created) { std::cout << "Created " << created << " object(s)\n"; });

@@ -1,5 +1,7 @@
 #include "log_sink.hpp"
 
+#include "gatherstats/http/redact.hpp"
+
 #define SD_JOURNAL_SUPPRESS_LOCATION  // the call site here tells an operator nothing
 #include <systemd/sd-journal.h>
 
@@ -198,7 +200,11 @@ std::string one_line(std::string s) {
 
 }  // namespace
 
-std::string redact_secrets(std::string_view text) { return redact_userinfo(redact_keywords(text)); }
+std::string redact_secrets(std::string_view text) {
+  // Query values first: the keyword pass then turns "?password=REDACTED&..."
+  // into "?password=***", as it always has.
+  return redact_userinfo(redact_keywords(gatherstats::http::redact_query_secrets(text)));
+}
 
 const char* message_id(event_kind kind) {
   switch (kind) {

@@ -51,7 +51,8 @@ std::string format_event(const gatherstats::log::event& e);
 
 // `text` with the values of password=/passwd= conninfo keywords and query
 // parameters, and the password of any scheme://user:password@ URL, replaced
-// by "***".
+// by "***", and the value of every secret-looking query parameter of a URL
+// in it by "REDACTED" (gatherstats/http/redact.hpp).
 std::string redact_secrets(std::string_view text);
 
 // The fixed MESSAGE_ID of a kind of event (32 hex digits).

@@ -5,6 +5,7 @@
 // READY=1 around a SIGHUP, STOPPING=1 when a stop begins.
 #include "run.hpp"
 
+#include "dry_run.hpp"
 #include "log_sink.hpp"
 #include "notify.hpp"
 
@@ -30,6 +31,12 @@ namespace gatherstatsd {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+dry_run_result* result_named(std::vector<dry_run_result>& results, const std::string& name) {
+  for (auto& r : results)
+    if (r.name == name) return &r;
+  return nullptr;
+}
 
 std::string joined(const std::vector<config::config_error>& errors) {
   std::string all;
@@ -102,9 +109,17 @@ int run_daemon(const run_options& options) {
   // posted refreshes only run inside io.run(), while the collector lives.
   service_notifier notifier(io.get_executor());
   auto log_events = make_sink(options.target, options.log_level);
-  log::event_sink events = [log_events, &notifier](const log::event& e) {
+  // --once --dry-run: each endpoint's rows or error, in the configuration's
+  // order whatever order they come in. A failure is known by its event.
+  auto dry = std::make_shared<std::vector<dry_run_result>>();
+  if (options.dry_run)
+    for (const auto& ep : loaded.config->endpoints)
+      dry->push_back({ep.name, std::nullopt, "no result"});
+  log::event_sink events = [log_events, &notifier, dry](const log::event& e) {
     log_events(e);
     notifier.changed();
+    if (e.kind == log::event_kind::fetch_failed)
+      if (auto* r = result_named(*dry, e.endpoint)) r->error = e.error;
   };
   collector c(io.get_executor(), blocking.get_executor(), events);
   int exit_code = 0;
@@ -121,7 +136,17 @@ int run_daemon(const run_options& options) {
     // Connections still connecting or idle must not keep the loop alive.
     io.stop();
   };
-  if (options.once) {
+  if (options.once && options.dry_run) {
+    auto keep = [dry](fetch_record record) {
+      if (auto* r = result_named(*dry, record.name)) r->record = std::move(record);
+    };
+    asio::co_spawn(io, c.async_run_once(std::move(*loaded.config), keep),
+                   [&, dry](std::exception_ptr e, bool ok) {
+                     exit_code = ok ? 0 : 1;
+                     if (!e) std::cout << format_dry_run(options.format, *dry) << std::flush;
+                     finish(e);
+                   });
+  } else if (options.once) {
     asio::co_spawn(io, c.async_run_once(std::move(*loaded.config)),
                    [&](std::exception_ptr e, bool ok) {
                      exit_code = ok ? 0 : 1;

@@ -3,7 +3,7 @@
 // what an old poller's last fetch submits.
 #include "gatherstats/collector.hpp"
 
-#include "gatherstats/http/client.hpp"
+#include "gatherstats/http/redact.hpp"
 #include "gatherstats/io/blocking.hpp"
 #include "gatherstats/pg/pool.hpp"
 #include "gatherstats/sched/endpoint_poller.hpp"
@@ -138,6 +138,8 @@ struct collector::state {
   bool spool_full = false;          // when_full: stop_fetching and it refused
   bool feeding = false;             // a spooled fetch is being read back
   bool stopping = false;
+  // --once --dry-run: every fetch goes here instead of to a pool.
+  std::function<void(fetch_record)> dry_run;
   asio::steady_timer feeder_wake;  // never expires; cancel() wakes the feeder
   asio::steady_timer writer_idle;  // cancelled when the writer finishes
   // Only ever touched on the blocking pool's single thread: the spool, the
@@ -394,7 +396,7 @@ struct collector::state {
     last_commit = steady::now();
     log::event e{log::event_kind::fetch_committed, log::severity::info};
     e.endpoint = record.name;
-    e.url = record.endpoint;
+    e.url = http::redact_url(record.endpoint);
     e.rows = record.rows.size();
     e.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::system_clock::now() - record.fetched_at);
@@ -447,7 +449,11 @@ struct collector::state {
     std::weak_ptr<state> weak = self;
     return {blocking,
             [weak](fetch_record r) {
-              if (auto s = weak.lock()) s->accept(std::move(r), s);
+              auto s = weak.lock();
+              if (!s) return;
+              if (!s->dry_run) return s->accept(std::move(r), s);
+              // A dry run prints what would be stored; a failure was reported.
+              if (r.outcome.ok()) s->dry_run(std::move(r));
             },
             limiter.get(), events,
             [weak] {
@@ -607,10 +613,13 @@ asio::awaitable<void> fetch_once_and_count(sched::endpoint_poller* poller, stead
 
 }  // namespace
 
-asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg) {
+asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg,
+                                                std::function<void(fetch_record)> dry_run) {
   auto s = state_;
   s->limiter = std::make_unique<sched::fetch_limiter>(s->ex, cfg.max_concurrent_fetches);
-  s->pool = s->make_pool(cfg.database, s);
+  s->dry_run = std::move(dry_run);
+  // A dry run never connects to the database.
+  if (!s->dry_run) s->pool = s->make_pool(cfg.database, s);
   auto failed = std::make_shared<std::size_t>(0);
   auto running = std::make_shared<std::size_t>(0);
   auto all_done = std::make_shared<asio::steady_timer>(s->ex, steady::time_point::max());
@@ -631,6 +640,7 @@ asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg) {
     asio::co_spawn(s->ex, fetch_once_and_count(p.get(), fetch_until, running, failed, all_done),
                    asio::detached);
   while (*running > 0) co_await all_done->async_wait(use_nothrow);
+  if (s->dry_run) co_return *failed == 0;
 
   auto commit_until = steady::now() + cfg.database.connect_timeout + cfg.database.statement_timeout;
   auto left = co_await s->pool->async_drain(commit_until);

@@ -6,6 +6,7 @@
 // unshare(CLONE_NEWNS) and mount, as the test environment has.)
 //
 // Every wait is on a condition with a deadline.
+#include "support/daemon.hpp"
 #include "support/test_env.hpp"
 
 #include <catch2/catch.hpp>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -391,4 +393,132 @@ TEST_CASE(
     CHECK(clean(r.err));
     CHECK(clean(r.out));
   }
+}
+
+TEST_CASE(
+    "a secret-looking query value taken from the environment never reaches stderr, the "
+    "journal or a one-shot command's messages",
+    "[daemon][journal][secrets]") {
+  test::scratch_database db;
+  db.migrate();
+  test::test_server server;
+  test::temp_dir dir;
+  const std::string key = "k3y-from-the-environment-4711";
+  // Inherited by every process the test starts; the configuration reads it
+  // as ${GS_TEST_KEY}.
+  REQUIRE(::setenv("GS_TEST_KEY", key.c_str(), 1) == 0);
+  const std::string healthy = server.url("/stats?api_key=") + key;
+  const std::string yaml =
+      "database:\n  conninfo: \"" + db.conninfo() +
+      "\"\n  pool_size: 2\n"
+      "defaults:\n  interval: 1s\n  timeout: 900ms\n  retries: 1\n"
+      "endpoints:\n"
+      "  - {name: healthy, url: \"" +
+      server.url("/stats?api_key=${GS_TEST_KEY}") +
+      "\"}\n"
+      "  - {name: recorded, url: \"" +
+      server.url("/stats?apikey=${GS_TEST_KEY}") +
+      "\", record_as: \"http://recorded.invalid/stats\"}\n"
+      "  - {name: broken, url: \"" +
+      server.url("/status/500?a=1&api_key=${GS_TEST_KEY}&token=${GS_TEST_KEY}") +
+      "\"}\n"
+      "  - {name: garbage, url: \"" +
+      server.url("/garbage?X-Amz-Signature=${GS_TEST_KEY}") + "\"}\n";
+  auto clean = [&](const std::string& text) { return text.find(key) == std::string::npos; };
+
+  SECTION("stderr") {
+    auto config = dir.write("gatherstats.yaml", yaml);
+    auto err = dir.path() / "stderr.log";
+    test::child d({test::daemon_bin(), "--config", config.string(), "--log-target=stderr",
+                   "--log-level=debug"},
+                  err.string());
+    auto logged = [&](const std::string& what) {
+      auto until = steady::now() + 15s;
+      while (read_file(err).find(what) == std::string::npos) {
+        if (steady::now() > until) return false;
+        std::this_thread::sleep_for(50ms);  // ok-sleep: polling interval of a deadline wait
+      }
+      return true;
+    };
+    REQUIRE(logged("fetch committed endpoint=healthy"));
+    REQUIRE(logged("fetch committed endpoint=recorded"));
+    REQUIRE(logged("fetch retrying endpoint=broken"));
+    REQUIRE(logged("fetch failed endpoint=broken"));
+    REQUIRE(logged("fetch failed endpoint=garbage"));
+    auto code = d.signal_and_wait(SIGTERM, 15s);
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+    auto text = read_file(err);
+    INFO(text);
+    CHECK(clean(text));
+    CHECK_THAT(text, Catch::Contains("/status/500?a=1&api_key=REDACTED&token=REDACTED: HTTP 500"));
+    CHECK_THAT(text, Catch::Contains("/garbage?X-Amz-Signature=REDACTED: "));
+    // The endpoint column is data: it holds the configured URL, key and all,
+    // unless record_as says otherwise.
+    CHECK(test::fetches_of(db, healthy) >= 1);
+    CHECK(test::fetches_of(db, "http://recorded.invalid/stats") >= 1);
+    CHECK(db.query("SELECT count(*) FROM gatherstats_statistic WHERE endpoint <> '" + healthy +
+                   "' AND endpoint LIKE '%" + key + "%'")[0][0] == "0");
+  }
+
+  SECTION("the journal") {
+    auto config = dir.write("gatherstats.yaml", yaml);
+    auto err = dir.path() / "stderr.log";
+    journaled_daemon d({test::daemon_bin(), "--config", config.string(), "--log-target=journal",
+                        "--log-level=debug"},
+                       err);
+    auto committed = d.wait_for(
+        [](const journal_entry& e) {
+          return has(e, "MESSAGE_ID", committed_id) && has(e, "GATHERSTATS_ENDPOINT", "healthy");
+        },
+        15s);
+    REQUIRE(committed.has_value());
+    CHECK(has(*committed, "GATHERSTATS_URL", server.url("/stats?api_key=REDACTED")));
+    REQUIRE(d.wait_for(
+        [](const journal_entry& e) {
+          return has(e, "MESSAGE_ID", failed_id) && has(e, "GATHERSTATS_ENDPOINT", "broken");
+        },
+        15s));
+    REQUIRE(d.wait_for(
+        [](const journal_entry& e) {
+          return has(e, "MESSAGE_ID", failed_id) && has(e, "GATHERSTATS_ENDPOINT", "garbage");
+        },
+        15s));
+    auto code = d.stop(15s);
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+    for (const auto& e : d.entries()) {
+      INFO(describe(e));
+      CHECK(clean(describe(e)));
+    }
+    CHECK(clean(read_file(err)));
+  }
+
+  SECTION("one-shot commands and configuration errors") {
+    std::vector<test::run_result> runs;
+    // The HTTP client's failure, a flatten failure prefixed with the URL.
+    runs.push_back(test::run({test::daemon_bin(), "fetch", "http://127.0.0.1:1/x?token=" + key,
+                              "--database", db.conninfo()}));
+    runs.push_back(test::run({test::daemon_bin(), "fetch", server.url("/garbage?api_key=") + key,
+                              "--database", db.conninfo()}));
+    runs.push_back(test::run({test::daemon_bin(), "fetch", "ftp://h/x?api_key=" + key}));
+    // A configuration error that shows the url value.
+    auto bad = dir.write("bad.yaml",
+                         "endpoints:\n  - {name: x, url: \"ftp://h/x?api_key=${GS_TEST_KEY}\"}\n");
+    runs.push_back(test::run({test::daemon_bin(), "--config", bad.string(), "--check"}));
+    // --once --dry-run: the failures in its JSON document.
+    auto failing =
+        dir.write("failing.yaml", "endpoints:\n  - {name: broken, url: \"" +
+                                      server.url("/status/404?api_key=${GS_TEST_KEY}") + "\"}\n");
+    runs.push_back(test::run({test::daemon_bin(), "--config", failing.string(), "--once",
+                              "--dry-run", "--format=json"}));
+    for (const auto& r : runs) {
+      INFO("stdout: " << r.out << "\nstderr: " << r.err);
+      CHECK(r.exit_code != 0);
+      CHECK_THAT(r.err + r.out, Catch::Contains("REDACTED"));
+      CHECK(clean(r.err));
+      CHECK(clean(r.out));
+    }
+  }
+  ::unsetenv("GS_TEST_KEY");
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "gatherstats/config/config.hpp"
+#include "gatherstats/fetch_record.hpp"
 #include "gatherstats/log/event.hpp"
 #include "gatherstats/observe/status.hpp"
 
@@ -19,6 +20,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -47,7 +49,12 @@ class collector {
 
   // --once: every endpoint fetched once (with its retries), then every
   // commit waited for. True when every fetch was committed.
-  boost::asio::awaitable<bool> async_run_once(config::daemon_config cfg);
+  // With `dry_run` set (--once --dry-run): no pool is made and nothing
+  // connects to the database; each fetch that would have been committed is
+  // handed to `dry_run` instead (on the event loop). True when every fetch
+  // succeeded.
+  boost::asio::awaitable<bool> async_run_once(config::daemon_config cfg,
+                                              std::function<void(fetch_record)> dry_run = {});
 
   // Stops scheduling; in-flight fetches and commits may finish until
   // `until`. Returns how many fetches were left uncommitted.

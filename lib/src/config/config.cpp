@@ -1,6 +1,7 @@
 #include "gatherstats/config/config.hpp"
 
 #include "gatherstats/config/duration.hpp"
+#include "gatherstats/http/redact.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 
 #include <yaml-cpp/eventhandler.h>
@@ -598,18 +599,20 @@ class config_reader {
   bool check_url(const entry& e, const std::string& s) {
     auto parsed = boost::urls::parse_uri(s);
     if (!parsed) {
-      fail(e.value_at, "\"url\" " + quote(s) + " is not a valid URL: " + parsed.error().message());
+      fail(e.value_at, "\"url\" " + quote(http::redact_url(s)) +
+                           " is not a valid URL: " + parsed.error().message());
       return false;
     }
     std::string scheme(parsed->scheme());
     std::transform(scheme.begin(), scheme.end(), scheme.begin(),
                    [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; });
     if (scheme != "http" && scheme != "https") {
-      fail(e.value_at, "\"url\" " + quote(s) + " must start with http:// or https://");
+      fail(e.value_at,
+           "\"url\" " + quote(http::redact_url(s)) + " must start with http:// or https://");
       return false;
     }
     if (!parsed->has_authority() || parsed->encoded_host().empty()) {
-      fail(e.value_at, "\"url\" " + quote(s) + " has no host");
+      fail(e.value_at, "\"url\" " + quote(http::redact_url(s)) + " has no host");
       return false;
     }
     if (parsed->has_userinfo()) {
@@ -623,7 +626,7 @@ class config_reader {
       auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
       if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || n == 0 ||
           n > 65535) {
-        fail(e.value_at, "\"url\" " + quote(s) + " has an invalid port");
+        fail(e.value_at, "\"url\" " + quote(http::redact_url(s)) + " has an invalid port");
         return false;
       }
     }

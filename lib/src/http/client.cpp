@@ -525,11 +525,14 @@ asio::awaitable<outcome<response>> client::async_get(std::string url, std::size_
 asio::awaitable<outcome<response>> client::async_get(request req, deadline until) {
   // The state outlives this coroutine even if the client object is moved.
   const std::shared_ptr<impl> self = impl_;
-  const std::string first_shown = redact_url(req.url);
+  std::string first_shown = std::move(req.shown_url);
+  if (first_shown.empty()) first_shown = redact_url(req.url);
   std::string url = std::move(req.url);
   std::string authorization = std::move(req.authorization);
   for (unsigned redirects = 0;; ++redirects) {
-    const std::string shown = redact_url(url);
+    // Not a ?: expression: GCC 12 mishandles its temporaries in a coroutine.
+    std::string shown = first_shown;
+    if (redirects > 0) shown = redact_url(url);
     auto parsed = parse_target(url, shown);
     if (!parsed) co_return parsed.error();
     const target& t = *parsed;
@@ -581,23 +584,6 @@ asio::awaitable<outcome<response>> client::async_get(request req, deadline until
     out.final_url = std::move(url);
     co_return out;
   }
-}
-
-std::string redact_url(std::string_view text) {
-  if (auto parsed = urls::parse_uri(text); parsed) {
-    if (!parsed->has_userinfo()) return std::string(text);
-    urls::url u = *parsed;
-    u.remove_userinfo();
-    return std::string(u.buffer());
-  }
-  // Not a URL: still never show what could be a user:password@ part.
-  auto scheme_end = text.find("://");
-  std::size_t authority = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
-  auto at = text.find('@', authority);
-  auto slash = text.find('/', authority);
-  if (at != std::string_view::npos && (slash == std::string_view::npos || at < slash))
-    return std::string(text.substr(0, authority)) + std::string(text.substr(at + 1));
-  return std::string(text);
 }
 
 }  // namespace gatherstats::http

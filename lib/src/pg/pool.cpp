@@ -3,6 +3,7 @@
 // where the spool will take over from memory later.
 #include "gatherstats/pg/pool.hpp"
 
+#include "gatherstats/http/redact.hpp"
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/sched/schedule.hpp"
 
@@ -191,7 +192,7 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       if (!results[i] && results[i].error().is_transient()) continue;
       if (!results[i])
         s->emit(log::event_kind::commit_failed, log::severity::error,
-                batch[i].endpoint + ": " + results[i].error().message);
+                http::redact_url(batch[i].endpoint) + ": " + results[i].error().message);
       if (s->done) s->done(batch[i], results[i]);
     }
     s->idle.cancel();

@@ -79,6 +79,9 @@ std::size_t fetch_limiter::active() const { return state_->active; }
 struct endpoint_poller::state {
   asio::any_io_executor ex;
   config::endpoint_config cfg;
+  // redact_url(cfg.url), once per configuration: it is shown in every event
+  // and every failure of this endpoint.
+  std::string shown_url;
   poller_services services;
   std::optional<http::client> client;
   std::optional<config::secret_file> token, password;
@@ -92,13 +95,14 @@ struct endpoint_poller::state {
   state(asio::any_io_executor e, config::endpoint_config c, poller_services s)
       : ex(e),
         cfg(std::move(c)),
+        shown_url(http::redact_url(cfg.url)),
         services(std::move(s)),
         tick_timer(e),
         finished(e, steady::time_point::max()) {}
 
   void emit(log::event e) {
     e.endpoint = cfg.name;
-    e.url = http::redact_url(cfg.url);
+    e.url = shown_url;
     if (services.events) services.events(e);
   }
 };
@@ -134,6 +138,7 @@ asio::awaitable<outcome<fetch_record>> attempt(std::shared_ptr<poller_state> s,
   if (!auth) co_return auth.error();
   http::request req;
   req.url = s->cfg.url;
+  req.shown_url = s->shown_url;
   req.headers = s->cfg.headers;
   req.authorization = std::move(*auth);
   req.max_body_bytes = s->cfg.flatten.max_body_bytes;
@@ -142,7 +147,7 @@ asio::awaitable<outcome<fetch_record>> attempt(std::shared_ptr<poller_state> s,
   auto rows = json::flatten(response->body, s->cfg.flatten);
   if (!rows) {
     failure f = rows.error();
-    f.message = http::redact_url(s->cfg.url) + ": " + f.message;
+    f.message = s->shown_url + ": " + f.message;
     f.http_status = response->status;
     co_return f;
   }

@@ -100,6 +100,44 @@ TEST_CASE("the daemon's log target and level: defaults, both option forms, and m
   CHECK_THAT(error_of({"--log-target"}), Catch::Contains("--log-target needs a value"));
 }
 
+TEST_CASE("the options --dry-run and --format: fetch and --once take them, and misuse is refused",
+          "[cli]") {
+  auto plain = parsed_as<fetch_options>({"fetch", "x.json"});
+  CHECK_FALSE(plain.dry_run);
+  auto f = parsed_as<fetch_options>({"fetch", "x.json", "--dry-run"});
+  CHECK(f.dry_run);
+  CHECK(f.format == output_format::tsv);
+  CHECK(parsed_as<fetch_options>({"fetch", "--dry-run", "x.json", "--format", "json"}).format ==
+        output_format::json);
+  CHECK(parsed_as<fetch_options>({"fetch", "x.json", "--format=tsv", "--dry-run"}).format ==
+        output_format::tsv);
+  // --database is accepted (the same command line, dry or not) and not used.
+  CHECK(parsed_as<fetch_options>({"fetch", "x.json", "--dry-run", "--database", "port=1"}).dry_run);
+
+  auto once = parsed_as<run_options>({"--config", "g.yaml", "--once", "--dry-run"});
+  CHECK(once.once);
+  CHECK(once.dry_run);
+  CHECK(once.format == output_format::tsv);
+  CHECK(parsed_as<run_options>({"--dry-run", "--format=json", "--once"}).format ==
+        output_format::json);
+  CHECK_FALSE(parsed_as<run_options>({"--once"}).dry_run);
+
+  CHECK_THAT(error_of({"fetch", "x.json", "--format", "json"}),
+             Catch::Contains("--format needs --dry-run"));
+  CHECK_THAT(error_of({"--once", "--format", "json"}), Catch::Contains("--format needs --dry-run"));
+  CHECK_THAT(error_of({"fetch", "x.json", "--dry-run", "--format", "csv"}),
+             Catch::Contains("--format must be tsv or json") && Catch::Contains("csv"));
+  CHECK_THAT(error_of({"--once", "--dry-run", "--format=xml"}),
+             Catch::Contains("--format must be tsv or json"));
+  CHECK_THAT(error_of({"fetch", "x.json", "--dry-run", "--format"}),
+             Catch::Contains("--format needs a value"));
+  CHECK_THAT(error_of({"--dry-run"}), Catch::Contains("--dry-run needs --once"));
+  CHECK_THAT(error_of({"--config", "g.yaml", "--check", "--dry-run"}),
+             Catch::Contains("--dry-run needs --once"));
+  CHECK_THAT(error_of({"migrate", "--dry-run"}), Catch::Contains("does not apply to migrate"));
+  CHECK_THAT(error_of({"migrate", "--format=json"}), Catch::Contains("does not apply to migrate"));
+}
+
 // The daemon's other pure pieces: what its log records and STATUS= line say.
 
 TEST_CASE("redact_secrets hides conninfo passwords and URL credentials, and nothing else",
@@ -118,6 +156,11 @@ TEST_CASE("redact_secrets hides conninfo passwords and URL credentials, and noth
   CHECK(redact_secrets("password authentication failed for user \"u\"") ==
         "password authentication failed for user \"u\"");
   CHECK(redact_secrets("http://localhost:8080/stats") == "http://localhost:8080/stats");
+  // Secret-looking query values, wherever a URL is.
+  CHECK(redact_secrets("fetch failed: https://h/x?api_key=abc&n=1: HTTP 500") ==
+        "fetch failed: https://h/x?api_key=REDACTED&n=1: HTTP 500");
+  CHECK(redact_secrets("https://u:pw@h/x?X-Amz-Signature=ff") ==
+        "https://u:***@h/x?X-Amz-Signature=REDACTED");
 }
 
 TEST_CASE("format_event never shows a secret, and every kind has its own MESSAGE_ID",

@@ -17,7 +17,8 @@
 //
 // Errors: a status other than 2xx, a body over the limit, a refused or timed
 // out connection or a TLS failure is a `failure` whose message names the URL
-// (without any user:password part) and never the Authorization value;
+// as redact_url() shows it (no user:password, no secret-looking query value;
+// see redact.hpp) and never the Authorization value;
 // timeouts, connection errors, 429 and 5xx are transient, the rest
 // permanent. `failure.http_status` holds the status of a non-2xx response.
 //
@@ -29,6 +30,7 @@
 
 #include "gatherstats/error.hpp"
 #include "gatherstats/fetch_record.hpp"
+#include "gatherstats/http/redact.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -56,6 +58,9 @@ inline constexpr std::size_t default_max_body_bytes = 16 * 1024 * 1024;
 
 struct request {
   std::string url;
+  // The URL as messages show it, when the caller has it already (it is the
+  // same for every fetch of an endpoint); empty: redact_url(url).
+  std::string shown_url;
   std::vector<std::pair<std::string, std::string>> headers;  // sent as given
   // The full Authorization header value ("Bearer ...", "Basic ..."); empty:
   // none. A secret: it never appears in any message.
@@ -88,8 +93,5 @@ class client {
   explicit client(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
   std::shared_ptr<impl> impl_;
 };
-
-// The URL as it may appear in logs and messages: any user:password removed.
-std::string redact_url(std::string_view url);
 
 }  // namespace gatherstats::http
