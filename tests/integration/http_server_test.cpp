@@ -263,10 +263,10 @@ std::string basic(const std::string& user, const std::string& password) {
   return "Authorization: Basic " + base64(user + ":" + password) + "\r\n";
 }
 
-// A bcrypt hash as `htpasswd -B` makes one, at the lowest cost to be quick.
-std::string bcrypt_hash_of(const std::string& password) {
+// A bcrypt hash as `htpasswd -B` makes one, at a low cost to be quick.
+std::string bcrypt_hash_of(const std::string& password, unsigned long cost = 5) {
   char setting[CRYPT_GENSALT_OUTPUT_SIZE];
-  REQUIRE(crypt_gensalt_rn("$2b$", 5, nullptr, 0, setting, sizeof setting) != nullptr);
+  REQUIRE(crypt_gensalt_rn("$2b$", cost, nullptr, 0, setting, sizeof setting) != nullptr);
   auto data = std::make_unique<crypt_data>();
   const char* hash = crypt_r(password.c_str(), setting, data.get());
   REQUIRE(hash != nullptr);
@@ -318,8 +318,16 @@ TEST_CASE("the listener answers GET through the handler and HEAD with the length
   auto again = c.read_response();
   REQUIRE(again);
   CHECK(again->body == "hello /again\n");
+  // Two requests in one write (pipelined): answered in order.
+  REQUIRE(c.send(get("/one") + get("/two")));
+  auto one = c.read_response();
+  auto two = c.read_response();
+  REQUIRE(one);
+  REQUIRE(two);
+  CHECK(one->body == "hello /one\n");
+  CHECK(two->body == "hello /two\n");
   CHECK(server.connections() == 1);
-  CHECK(server.stats().requests == 3);
+  CHECK(server.stats().requests == 5);
 
   // HTTP/1.0 without keep-alive: answered, then closed.
   REQUIRE(c.send("GET /old HTTP/1.0\r\n\r\n"));
@@ -566,6 +574,26 @@ TEST_CASE("basic auth accepts a listed user with the right password, and nothing
   auto still = c.read_response();
   REQUIRE(still);
   CHECK(still->status == 200);
+}
+
+TEST_CASE("a bcrypt check does not hold up the event loop", "[http_server][basic_auth]") {
+  auto s = local();
+  // Cost 12: hundreds of milliseconds per check, on the blocking pool.
+  s.basic_auth_users = {{"prometheus", bcrypt_hash_of("s3cret", 12)}};
+  running_server server(s);
+  raw_client checking(server.port());
+  raw_client other(server.port());
+  REQUIRE(checking.send(get("/", basic("prometheus", "s3cret"))));
+  REQUIRE(server.wait_for_connections(2));
+  // Without credentials: answered at once, while the check still runs.
+  REQUIRE(other.send(get("/")));
+  auto quick = other.read_response();
+  REQUIRE(quick);
+  CHECK(quick->status == 401);
+  CHECK(!checking.read_response(false, 1ms));  // the check is not done yet
+  auto slow = checking.read_response(false, 30s);
+  REQUIRE(slow);
+  CHECK(slow->status == 200);
 }
 
 TEST_CASE("reconfigure rebinds to a new address and keeps the old one when it cannot",

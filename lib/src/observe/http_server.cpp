@@ -364,14 +364,17 @@ asio::awaitable<void> async_serve(http_server::impl& self, connection& conn, Str
   bool first = true;
   for (;;) {
     if (self.stopped) co_return;
-    if (!first && buffer.size() == 0) {
-      // Idle between requests: nothing kept but the socket and a small read.
-      buffer.shrink_to_fit();
-      conn.lowest().expires_after(self.settings.idle_timeout);
-      const std::size_t room = std::min(first_read_bytes, buffer.max_size());
-      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(room), use_nothrow);
-      if (ec) co_return;  // closed by the client, or idle too long
-      buffer.commit(n);
+    if (!first) {
+      if (buffer.size() == 0) {
+        // Idle between requests: nothing kept but the socket and a small read.
+        buffer.shrink_to_fit();
+        conn.lowest().expires_after(self.settings.idle_timeout);
+        const std::size_t room = std::min(first_read_bytes, buffer.max_size());
+        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(room), use_nothrow);
+        if (ec) co_return;  // closed by the client, or idle too long
+        buffer.commit(n);
+      }
+      // From its first byte (or now, for a pipelined request already read).
       request_started = clock::now();
     }
     first = false;
