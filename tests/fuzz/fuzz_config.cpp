@@ -11,6 +11,8 @@
 // Secret file paths are only stat()ed and access()ed by the parser, never
 // opened, so arbitrary paths in inputs are harmless.
 #include "gatherstats/config/config.hpp"
+#include "gatherstats/observe/basic_auth.hpp"
+#include "gatherstats/observe/listen_address.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -136,6 +138,16 @@ void check_config(const daemon_config& c) {
   check(c.max_concurrent_fetches >= 1 && c.max_concurrent_fetches <= 100'000,
         "max_concurrent_fetches is 1..100000");
   check(c.shutdown_grace > 0ms, "shutdown_grace is positive");
+  const auto& m = c.metrics;
+  check(m.listen.empty() || gatherstats::observe::parse_listen_address(m.listen).has_value(),
+        "the listen address parses", m.listen);
+  check(m.cert_file.empty() == m.key_file.empty(), "metrics cert_file comes with key_file");
+  check(m.client_ca_file.empty() || !m.cert_file.empty(), "a client CA comes with TLS");
+  check(m.max_connections >= 1 && m.max_connections <= 10'000, "max_connections is 1..10000");
+  for (const auto& [user, hash] : m.basic_auth_users) {
+    check(!user.empty() && user.find(':') == std::string::npos, "a user name has no ':'", user);
+    check(gatherstats::observe::is_bcrypt_hash(hash), "a user's hash is bcrypt", user);
+  }
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include "gatherstats/config/duration.hpp"
 #include "gatherstats/http/redact.hpp"
+#include "gatherstats/observe/basic_auth.hpp"
+#include "gatherstats/observe/listen_address.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 
 #include <yaml-cpp/eventhandler.h>
@@ -180,7 +182,9 @@ const std::vector<std::string_view> tls_keys = {"ca_file", "cert_file", "key_fil
                                                 "insecure_skip_verify"};
 const std::vector<std::string_view> spool_keys = {"directory", "max_bytes", "memory_max_bytes",
                                                   "when_full"};
-const std::vector<std::string_view> metrics_keys = {"listen"};
+const std::vector<std::string_view> metrics_keys = {
+    "listen", "cert_file", "key_file", "client_ca_file", "basic_auth_users", "max_connections"};
+constexpr std::uint64_t max_listener_connections = 10'000;
 
 class config_reader {
  public:
@@ -214,15 +218,7 @@ class config_reader {
       fail(top->at, "missing required key \"endpoints\": configure at least one endpoint");
 
     if (auto* e = top->get("spool")) read_spool(*e, config.spool);
-    if (auto* e = top->get("metrics")) {
-      if (auto m = open_map(*e, metrics_keys)) {
-        if (auto* l = m->get("listen")) {
-          if (auto s = text(*l)) {
-            if (check_listen(*l, *s)) config.metrics.listen = *s;
-          }
-        }
-      }
-    }
+    if (auto* e = top->get("metrics")) read_metrics(*e, config.metrics);
     if (auto* e = top->get("max_concurrent_fetches")) {
       if (auto n = whole_number(*e, 1, 100'000)) config.max_concurrent_fetches = *n;
     }
@@ -493,34 +489,88 @@ class config_reader {
     }
   }
 
+  void read_metrics(const entry& section, metrics_config& metrics) {
+    auto m = open_map(section, metrics_keys);
+    if (!m) return;
+    if (auto* e = m->get("listen")) {
+      if (auto s = text(*e)) {
+        if (check_listen(*e, *s)) metrics.listen = *s;
+      }
+    }
+    const entry* cert = m->get("cert_file");
+    const entry* key = m->get("key_file");
+    const entry* client_ca = m->get("client_ca_file");
+    if (cert && !key) fail(m->at, "\"metrics\" with \"cert_file\" needs \"key_file\"");
+    if (key && !cert) fail(m->at, "\"metrics\" with \"key_file\" needs \"cert_file\"");
+    if (client_ca && !(cert && key))
+      fail(client_ca->key_at,
+           "\"client_ca_file\" needs TLS: set \"cert_file\" and \"key_file\" too");
+    if (cert) {
+      if (auto p = readable_file(*cert)) metrics.cert_file = *p;
+    }
+    if (key) {
+      if (auto p = readable_file(*key)) metrics.key_file = *p;
+    }
+    if (client_ca) {
+      if (auto p = readable_file(*client_ca)) metrics.client_ca_file = *p;
+    }
+    if (auto* e = m->get("basic_auth_users")) read_basic_auth_users(*e, metrics.basic_auth_users);
+    if (auto* e = m->get("max_connections")) {
+      if (auto n = whole_number(*e, 1, max_listener_connections)) metrics.max_connections = *n;
+    }
+  }
+
   bool check_listen(const entry& e, const std::string& s) {
     if (s.empty()) return true;  // no listener
-    auto bad = [&](const std::string& why) {
-      fail(e.value_at, "\"listen\" must be HOST:PORT such as 127.0.0.1:9187 or [::1]:9187, not " +
-                           quote(s) + ": " + why);
-      return false;
-    };
-    std::string host, port;
-    if (s[0] == '[') {
-      auto close = s.find(']');
-      if (close == std::string::npos) return bad("no closing \"]\"");
-      if (close + 1 >= s.size() || s[close + 1] != ':') return bad("no port");
-      host = s.substr(1, close - 1);
-      port = s.substr(close + 2);
-    } else {
-      auto colon = s.rfind(':');
-      if (colon == std::string::npos) return bad("no port");
-      host = s.substr(0, colon);
-      port = s.substr(colon + 1);
-      if (host.find(':') != std::string::npos) return bad("write an IPv6 address in brackets");
+    // The listener's own parser, so that --check refuses what it would.
+    auto parsed = observe::parse_listen_address(s);
+    if (parsed) return true;
+    fail(e.value_at, "\"listen\" must be HOST:PORT such as 127.0.0.1:9187 or [::1]:9187, not " +
+                         quote(s) + ": " + parsed.error().message);
+    return false;
+  }
+
+  // user: bcrypt hash. A hash that is not bcrypt is never echoed: it may be
+  // a password pasted in by mistake.
+  void read_basic_auth_users(const entry& section,
+                             std::vector<std::pair<std::string, std::string>>& out) {
+    if (!section.value.IsMap()) {
+      fail(section.value_at,
+           "\"basic_auth_users\" must be a map of user names to bcrypt hashes, "
+           "not " +
+               describe(section.value));
+      return;
     }
-    if (host.empty()) return bad("no host (0.0.0.0 or [::] listen on every address)");
-    unsigned n = 0;
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
-    if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || n == 0 ||
-        n > 65535)
-      return bad("the port must be a number from 1 to 65535");
-    return true;
+    std::map<std::string, where> seen;
+    for (const auto& pair : section.value) {
+      where key_at = at(pair.first.Mark());
+      if (!pair.first.IsScalar()) {
+        fail(key_at, "user names must be strings, not " + describe(pair.first));
+        continue;
+      }
+      const std::string name = pair.first.Scalar();
+      if (name.empty() || name.find(':') != std::string::npos) {
+        fail(key_at, "user name " + quote(name) + " must not be empty or contain \":\"");
+        continue;
+      }
+      if (auto [first, inserted] = seen.emplace(name, key_at); !inserted) {
+        fail(key_at, "duplicate user " + quote(name) + " (first at line " +
+                         std::to_string(first->second.line) + ", column " +
+                         std::to_string(first->second.column) + ")");
+        continue;
+      }
+      const YAML::Node v = pair.second;
+      entry e{name, v, key_at, v.IsNull() ? key_at : at(v.Mark())};
+      auto hash = text(e, "a bcrypt hash");
+      if (!hash) continue;
+      if (!observe::is_bcrypt_hash(*hash)) {
+        fail(e.value_at, "the password of user " + quote(name) +
+                             " must be a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters; make "
+                             "one with \"htpasswd -nBC 10 USER\")");
+        continue;
+      }
+      out.emplace_back(name, *hash);
+    }
   }
 
   void read_endpoints(const entry& e, const endpoint_config& defaults,

@@ -333,9 +333,98 @@ TEST_CASE("metrics listen must be HOST:PORT", "[config]") {
   CHECK(error_of("metrics: { listen: \"localhost:99999\" }\n" + endpoint_with("")) ==
         "test.yaml:1:20: \"listen\" must be HOST:PORT such as 127.0.0.1:9187 or [::1]:9187, not "
         "\"localhost:99999\": the port must be a number from 1 to 65535");
-  CHECK(error_of("metrics: { listen: \":9187\" }\n" + endpoint_with("")) ==
+  CHECK(error_of("metrics: { listen: \"[zz]:9187\" }\n" + endpoint_with("")) ==
         "test.yaml:1:20: \"listen\" must be HOST:PORT such as 127.0.0.1:9187 or [::1]:9187, not "
-        "\":9187\": no host (0.0.0.0 or [::] listen on every address)");
+        "\"[zz]:9187\": \"zz\" is not an IPv6 address");
+  CHECK(error_of("metrics: { listen: \"1.2.3.999:9187\" }\n" + endpoint_with("")) ==
+        "test.yaml:1:20: \"listen\" must be HOST:PORT such as 127.0.0.1:9187 or [::1]:9187, not "
+        "\"1.2.3.999:9187\": \"1.2.3.999\" is neither an IP address nor a host name");
+  CHECK(error_of("metrics: { listen: \"local host:9187\" }\n" + endpoint_with("")) ==
+        "test.yaml:1:20: \"listen\" must be HOST:PORT such as 127.0.0.1:9187 or [::1]:9187, not "
+        "\"local host:9187\": \"local host\" is neither an IP address nor a host name");
+  // The listener's test-only port 0 is not a configuration.
+  CHECK(error_of("metrics: { listen: \"127.0.0.1:0\" }\n" + endpoint_with("")) ==
+        "test.yaml:1:20: \"listen\" must be HOST:PORT such as 127.0.0.1:9187 or [::1]:9187, not "
+        "\"127.0.0.1:0\": the port must be a number from 1 to 65535");
+}
+
+TEST_CASE("metrics listen \":PORT\" is every address", "[config]") {
+  auto r =
+      parse_config("metrics: { listen: \":9187\" }\n" + endpoint_with(""), "test.yaml", no_env);
+  REQUIRE(r.errors.empty());
+  CHECK(r.config->metrics.listen == ":9187");
+}
+
+// A real bcrypt hash (of "secret", cost 5); the checks here are on its form.
+const std::string bcrypt_hash = "$2b$05$abcdefghijklmnopqrstuuOQiyCxlgf/oeuTqixKmWdcYUh4Hjl0a";
+
+TEST_CASE("metrics TLS, client CA, users and max_connections are read", "[config]") {
+  temp_dir dir;
+  const std::string cert = dir.write("cert.pem", "c");
+  const std::string key = dir.write("key.pem", "k");
+  const std::string ca = dir.write("ca.pem", "a");
+  const std::string yaml = "metrics:\n  listen: 127.0.0.1:9187\n  cert_file: " + cert +
+                           "\n  key_file: " + key + "\n  client_ca_file: " + ca +
+                           "\n  max_connections: 8\n  basic_auth_users:\n    prometheus: \"" +
+                           bcrypt_hash + "\"\n    other: \"$2y$10$" + std::string(53, 'A') +
+                           "\"\n" + endpoint_with("");
+  auto r = parse_config(yaml, "test.yaml", no_env);
+  for (const auto& e : r.errors) UNSCOPED_INFO(e.to_string());
+  REQUIRE(r.errors.empty());
+  const auto& m = r.config->metrics;
+  CHECK(m.listen == "127.0.0.1:9187");
+  CHECK(m.cert_file == cert);
+  CHECK(m.key_file == key);
+  CHECK(m.client_ca_file == ca);
+  CHECK(m.max_connections == 8);
+  CHECK(m.basic_auth_users ==
+        std::vector<std::pair<std::string, std::string>>{
+            {"prometheus", bcrypt_hash}, {"other", "$2y$10$" + std::string(53, 'A')}});
+}
+
+TEST_CASE("metrics keys are checked", "[config]") {
+  temp_dir dir;
+  const env_lookup env = fake_env({{"DIR", dir.path.string()}});
+  dir.write("f", "x");
+  CHECK(error_of("metrics:\n  cert_file: \"${DIR}/f\"\n" + endpoint_with(""), env) ==
+        "test.yaml:2:3: \"metrics\" with \"cert_file\" needs \"key_file\"");
+  CHECK(error_of("metrics:\n  key_file: \"${DIR}/f\"\n" + endpoint_with(""), env) ==
+        "test.yaml:2:3: \"metrics\" with \"key_file\" needs \"cert_file\"");
+  CHECK(error_of("metrics:\n  client_ca_file: \"${DIR}/f\"\n" + endpoint_with(""), env) ==
+        "test.yaml:2:3: \"client_ca_file\" needs TLS: set \"cert_file\" and \"key_file\" too");
+  CHECK(error_of("metrics:\n  cert_file: \"${DIR}/f\"\n  key_file: \"${DIR}/nope\"\n" +
+                     endpoint_with(""),
+                 env) == "test.yaml:3:13: cannot read key_file \"" + dir.path.string() +
+                             "/nope\": No such file or directory");
+  CHECK(error_of("metrics: { max_connections: 0 }\n" + endpoint_with("")) ==
+        "test.yaml:1:29: \"max_connections\" must be between 1 and 10000, not 0");
+  CHECK(error_of("metrics: { listn: x }\n" + endpoint_with("")) ==
+        "test.yaml:1:12: unknown key \"listn\" (did you mean \"listen\"?)");
+}
+
+TEST_CASE("metrics basic_auth_users takes bcrypt hashes only, never echoing a value", "[config]") {
+  const auto users = [](const std::string& lines) {
+    return "metrics:\n  basic_auth_users:\n" + lines + endpoint_with("");
+  };
+  CHECK(errors_of(users("    a: \"" + bcrypt_hash + "\"\n")).empty());
+  for (const std::string& bad : std::vector<std::string>{
+           "plaintext-password", "$1$abc$defghijklmnopqrstuvwxy", "$2x$05$" + std::string(53, 'A'),
+           "$2b$03$" + std::string(53, 'A'), "$2b$05$" + std::string(52, 'A'),
+           "$2b$05$" + std::string(52, 'A') + "!", "$6$salt$hash"}) {
+    INFO(bad);
+    const std::string error = error_of(users("    a: \"" + bad + "\"\n"));
+    CHECK(error ==
+          "test.yaml:3:8: the password of user \"a\" must be a bcrypt hash ($2a$, $2b$ or $2y$, "
+          "60 characters; make one with \"htpasswd -nBC 10 USER\")");
+    CHECK(error.find(bad) == std::string::npos);
+  }
+  CHECK(error_of(users("    \"a:b\": \"" + bcrypt_hash + "\"\n")) ==
+        "test.yaml:3:5: user name \"a:b\" must not be empty or contain \":\"");
+  CHECK(error_of(users("    a: \"" + bcrypt_hash + "\"\n    a: \"" + bcrypt_hash + "\"\n")) ==
+        "test.yaml:4:5: duplicate user \"a\" (first at line 3, column 5)");
+  CHECK(error_of("metrics: { basic_auth_users: [a] }\n" + endpoint_with("")) ==
+        "test.yaml:1:30: \"basic_auth_users\" must be a map of user names to bcrypt hashes, not a "
+        "list");
 }
 
 TEST_CASE("endpoint names are required, well-formed and unique", "[config]") {

@@ -82,7 +82,11 @@ struct spool_config {
 };
 
 struct metrics_config {
-  std::string listen;  // "127.0.0.1:9187"; empty: no listener
+  std::string listen;               // "127.0.0.1:9187", ":9187" (every address); empty: none
+  std::string cert_file, key_file;  // TLS when set (both)
+  std::string client_ca_file;       // with TLS: client certificates from this CA required
+  std::vector<std::pair<std::string, std::string>> basic_auth_users;  // user -> bcrypt hash
+  std::size_t max_connections = 64;
   bool operator==(const metrics_config&) const = default;
 };
 
