@@ -8,6 +8,7 @@
 #include "dry_run.hpp"
 #include "log_sink.hpp"
 #include "notify.hpp"
+#include "status_listener.hpp"
 
 #include "gatherstats/collector.hpp"
 #include "gatherstats/config/config.hpp"
@@ -22,6 +23,7 @@
 
 #include <sys/resource.h>
 #include <csignal>
+#include <filesystem>
 #include <iostream>
 
 namespace asio = boost::asio;
@@ -49,7 +51,8 @@ std::string joined(const std::vector<config::config_error>& errors) {
 
 asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::daemon_config cfg,
                             std::string path, asio::any_io_executor blocking,
-                            log::event_sink events, service_notifier& notifier) {
+                            log::event_sink events, service_notifier& notifier,
+                            status_listener& listener, daemon_facts& facts) {
   auto grace = cfg.shutdown_grace;
   co_await c.async_apply(std::move(cfg));
   notifier.ready();
@@ -60,21 +63,39 @@ asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::dae
     notifier.reloading();
     auto load = [&path] { return config::load_config_file(path); };
     auto loaded = co_await io::async_run_blocking<config::load_result>(blocking, load);
+    facts.last_reload = now_utc();
     if (!loaded.config) {
       log::event e{log::event_kind::config_rejected, log::severity::error};
       e.error = joined(loaded.errors);
       e.detail = "the running configuration stays in force";
+      facts.last_reload_ok = false;
+      facts.last_reload_error = redact_secrets(e.error);
       events(e);
       // The old configuration still runs: systemd must see the reload end.
       notifier.ready();
       continue;
     }
     grace = loaded.config->shutdown_grace;
+    auto metrics = loaded.config->metrics;
     co_await c.async_apply(std::move(*loaded.config));
+    facts.last_reload_ok = true;
+    facts.last_reload_error.clear();
+    if (auto ok = listener.apply(metrics); !ok) {
+      // The rest of the new configuration runs; the listener keeps its old
+      // settings, and the reload counts as failed until the next one.
+      log::event e{log::event_kind::config_rejected, log::severity::error};
+      e.error = "metrics: " + ok.error().message;
+      e.detail = "the listener keeps its previous settings";
+      facts.last_reload_ok = false;
+      facts.last_reload_error = e.error;
+      events(e);
+    }
     notifier.ready();
   }
   notifier.stopping();
+  facts.stopping = true;
   co_await c.async_stop(std::chrono::steady_clock::now() + grace);
+  listener.stop();
 }
 
 }  // namespace
@@ -122,6 +143,13 @@ int run_daemon(const run_options& options) {
       if (auto* r = result_named(*dry, e.endpoint)) r->error = e.error;
   };
   collector c(io.get_executor(), blocking.get_executor(), events);
+  // After the collector, so that it goes first: its pages read the collector.
+  daemon_facts facts;
+  facts.started = now_utc();
+  std::error_code no_path;
+  facts.config_file = std::filesystem::absolute(options.config, no_path).string();
+  facts.last_reload = facts.started;
+  status_listener listener(io.get_executor(), blocking.get_executor(), c, facts);
   int exit_code = 0;
   auto finish = [&](std::exception_ptr e) {
     if (e) {
@@ -153,10 +181,17 @@ int run_daemon(const run_options& options) {
                      finish(e);
                    });
   } else {
+    // Before anything is scheduled: a listener that cannot bind stops the
+    // start, with the address and the reason.
+    if (auto ok = listener.apply(loaded.config->metrics); !ok) {
+      std::cerr << "gatherstatsd: error: metrics.listen: " << ok.error().message << "\n";
+      blocking.join();
+      return 1;
+    }
     notifier.start([&c] { return status_line(c.status(), std::chrono::steady_clock::now()); });
     asio::co_spawn(io,
                    serve(c, signals, std::move(*loaded.config), options.config,
-                         blocking.get_executor(), events, notifier),
+                         blocking.get_executor(), events, notifier, listener, facts),
                    finish);
   }
   io.run();
