@@ -153,6 +153,7 @@ TEST_CASE("an unknown Content-Encoding is a permanent error", "[http]") {
   CHECK(!r.error().is_transient());
   CHECK_THAT(r.error().message, Catch::Contains(server.url("/unknown-encoding")) &&
                                     Catch::Contains(R"(unsupported Content-Encoding "br")"));
+  CHECK(r.error().reason == fetch_reason::other);
 }
 
 TEST_CASE("a gzip bomb fails fast at the limit with bounded memory", "[http]") {
@@ -166,6 +167,7 @@ TEST_CASE("a gzip bomb fails fast at the limit with bounded memory", "[http]") {
   CHECK(!r.error().is_transient());
   CHECK_THAT(r.error().message,
              Catch::Contains("the decompressed body is larger than the limit of 16777216 bytes"));
+  CHECK(r.error().reason == fetch_reason::body_too_large);
   CHECK(took < std::chrono::seconds(5));
   INFO("VmHWM before " << peak_before << " kB, after " << peak_after << " kB");
   CHECK(peak_after - peak_before < 64 * 1024);
@@ -180,6 +182,7 @@ TEST_CASE("an uncompressed body over the limit fails while it is read", "[http]"
   CHECK(!r.error().is_transient());
   CHECK_THAT(r.error().message,
              Catch::Contains("the body is larger than the limit of 50000 bytes"));
+  CHECK(r.error().reason == fetch_reason::body_too_large);
   // An endless body ends the same way.
   auto endless = fetch(server.url("/endless"));
   REQUIRE(endless.has_error());
@@ -289,6 +292,7 @@ TEST_CASE("HTTP error statuses are classified and reported", "[http]") {
     auto r = fetch(server.url("/status/" + std::to_string(code)));
     REQUIRE(r.has_error());
     CHECK(r.error().http_status == code);
+    CHECK(r.error().reason == fetch_reason::http_status);
     CHECK(r.error().is_transient() == (code != 404));
     CHECK_THAT(r.error().message, Catch::Contains(server.url("/status/" + std::to_string(code)) +
                                                   ": HTTP " + std::to_string(code)));
@@ -369,6 +373,7 @@ TEST_CASE("server certificates that cannot be trusted", "[http]") {
     CHECK(!r.error().is_transient());
     CHECK_THAT(r.error().message, Catch::Contains(server.url("/stats")) &&
                                       Catch::Contains("TLS handshake failed: self-signed"));
+    CHECK(r.error().reason == fetch_reason::tls);
   }
   SECTION("insecure_skip_verify accepts it") {
     http::tls_settings tls;
@@ -384,6 +389,19 @@ TEST_CASE("a wrong host name fails the handshake", "[http]") {
   auto r = fetch(server.url("/stats"));
   REQUIRE(r.has_error());
   CHECK_THAT(r.error().message, Catch::Contains(R"(does not match "localhost")"));
+  CHECK(r.error().reason == fetch_reason::tls);
+}
+
+TEST_CASE("a name that does not resolve and a refused connection say why they failed", "[http]") {
+  auto unresolved = fetch("http://gatherstats-test.invalid/stats");
+  REQUIRE(unresolved.has_error());
+  CHECK(unresolved.error().reason == fetch_reason::dns);
+  CHECK_THAT(unresolved.error().message, Catch::Contains("cannot resolve"));
+  // Port 1 (tcpmux): nothing listens there.
+  auto refused = fetch("http://127.0.0.1:1/stats");
+  REQUIRE(refused.has_error());
+  CHECK(refused.error().reason == fetch_reason::connect);
+  CHECK_THAT(refused.error().message, Catch::Contains("cannot connect"));
 }
 
 TEST_CASE("the deadline bounds a server that hangs or drips", "[http]") {
@@ -397,6 +415,7 @@ TEST_CASE("the deadline bounds a server that hangs or drips", "[http]") {
     CHECK(r.error().is_transient());
     CHECK_THAT(r.error().message,
                Catch::Contains(server.url(path)) && Catch::Contains("timed out"));
+    CHECK(r.error().reason == fetch_reason::timeout);
     CHECK(took >= std::chrono::milliseconds(1400));
     CHECK(took < std::chrono::seconds(5));
   }
@@ -412,6 +431,7 @@ TEST_CASE("the deadline bounds a body that keeps arriving, not only a wait", "[h
   REQUIRE(r.has_error());
   CHECK(r.error().is_transient());
   CHECK_THAT(r.error().message, Catch::Contains("timed out reading the response"));
+  CHECK(r.error().reason == fetch_reason::timeout);
   CHECK(took >= std::chrono::milliseconds(900));
   CHECK(took < std::chrono::seconds(3));
 }

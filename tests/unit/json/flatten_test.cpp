@@ -560,3 +560,27 @@ TEST_CASE("rows far larger than the body are refused, bounding memory", "[flatte
   std::string fine = "{\"" + std::string(400, 'p') + "\":{\"a\":1,\"b\":2}}";
   CHECK(gatherstats::json::flatten(fine, small).has_value());
 }
+
+TEST_CASE("flatten: a failure says whether the JSON or a rule was wrong", "[flatten]") {
+  auto reason = [](std::string_view doc, flatten_options o = {}) {
+    auto r = flatten(doc, o);
+    REQUIRE(r.has_error());
+    return r.error().reason;
+  };
+  // Not JSON at all, or cut short, or followed by more: parse.
+  CHECK(reason("<html>") == gatherstats::fetch_reason::parse);
+  CHECK(reason(R"({"a": )") == gatherstats::fetch_reason::parse);
+  CHECK(reason("") == gatherstats::fetch_reason::parse);
+  CHECK(reason(R"({"a": 1} {})") == gatherstats::fetch_reason::parse);
+  CHECK(reason("{\"a\": \"\xff\"}") == gatherstats::fetch_reason::parse);
+  // Valid JSON that breaks a flattening rule: flatten, whether it is found
+  // while reading or at the end.
+  CHECK(reason("[1, 2]") == gatherstats::fetch_reason::flatten);
+  CHECK(reason(R"({"a": null})") == gatherstats::fetch_reason::flatten);
+  CHECK(reason(R"({"a.b": 1, "a": {"b": 2}})") == gatherstats::fetch_reason::flatten);
+  CHECK(reason(nested_objects(65)) == gatherstats::fetch_reason::flatten);
+  // Over the size limit.
+  flatten_options small;
+  small.max_body_bytes = 8;
+  CHECK(reason(R"({"a": 12345678})", small) == gatherstats::fetch_reason::body_too_large);
+}
