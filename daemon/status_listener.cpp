@@ -33,6 +33,12 @@ observe::daemon_status status_listener::snapshot() const {
   s.last_reload_ok = facts_.last_reload_ok;
   s.last_reload = facts_.last_reload;
   s.last_reload_error = facts_.last_reload_error;
+  if (server_) {
+    auto st = server_->stats();
+    s.listener = observe::listener_status{
+        server_->connections(), st.accepted,  st.refused,           st.requests, st.rejected,
+        st.unauthorized,        st.timed_out, st.handshake_failures};
+  }
   return s;
 }
 

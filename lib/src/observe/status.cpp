@@ -375,6 +375,28 @@ std::string render_metrics(const daemon_status& s, const process_status& p) {
                escape_label_value(s.revision) + "\"}",
            u64(1));
 
+  if (s.listener) {
+    const auto& l = *s.listener;
+    w.family("gatherstatsd_http_connections", "gauge", "Connections open to the listener.");
+    w.sample("gatherstatsd_http_connections", "", u64(l.connections));
+    w.family("gatherstatsd_http_requests_total", "counter", "Requests the listener served.");
+    w.sample("gatherstatsd_http_requests_total", "", l.requests);
+    w.family("gatherstatsd_http_closed_connections_total", "counter",
+             "Connections the listener closed early, by reason.");
+    const std::pair<const char*, std::uint64_t> closed[] = {
+        {"max_connections", l.refused},
+        {"timeout", l.timed_out},
+        {"tls_handshake", l.handshake_failures}};
+    for (const auto& [why, n] : closed)
+      w.sample("gatherstatsd_http_closed_connections_total",
+               std::string("{reason=\"") + why + "\"}", n);
+    w.family("gatherstatsd_http_refused_requests_total", "counter",
+             "Requests the listener refused, by reason.");
+    w.sample("gatherstatsd_http_refused_requests_total", "{reason=\"bad_request\"}", l.rejected);
+    w.sample("gatherstatsd_http_refused_requests_total", "{reason=\"unauthorized\"}",
+             l.unauthorized);
+  }
+
   w.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent.");
   w.sample("process_cpu_seconds_total", "", p.cpu_seconds);
   w.family("process_resident_memory_bytes", "gauge", "Resident memory size.");

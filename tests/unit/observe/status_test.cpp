@@ -165,6 +165,18 @@ TEST_CASE("metrics are in the text format with every endpoint and reason", "[obs
   CHECK(m.samples.at("process_max_fds").at("") == "1024");
   // No URL anywhere: the endpoint label is the configured name.
   CHECK(text.find("example") == std::string::npos);
+  // Without a listener there are no listener series; with one, there are.
+  CHECK(m.samples.count("gatherstatsd_http_requests_total") == 0);
+  auto s = sample();
+  s.listener = listener_status{3, 10, 2, 9, 1, 1, 4, 0};
+  auto l = parse(render_metrics(s, process_status{}));
+  CHECK(l.samples.at("gatherstatsd_http_connections").at("") == "3");
+  CHECK(l.samples.at("gatherstatsd_http_closed_connections_total").at("{reason=\"timeout\"}") ==
+        "4");
+  CHECK(l.samples.at("gatherstatsd_http_closed_connections_total")
+            .at("{reason=\"max_connections\"}") == "2");
+  CHECK(l.samples.at("gatherstatsd_http_refused_requests_total").at("{reason=\"unauthorized\"}") ==
+        "1");
 }
 
 TEST_CASE("process metrics come from /proc", "[observe]") {

@@ -101,6 +101,18 @@ struct spool_status {
   std::array<std::uint64_t, drop_reason_count> dropped{};
 };
 
+// The listener's own counters (observe/http_server.hpp's server_stats).
+struct listener_status {
+  std::size_t connections = 0;  // open now
+  std::uint64_t accepted = 0;
+  std::uint64_t refused = 0;  // max_connections reached
+  std::uint64_t requests = 0;
+  std::uint64_t rejected = 0;      // 400, 405, 413, 431
+  std::uint64_t unauthorized = 0;  // 401
+  std::uint64_t timed_out = 0;
+  std::uint64_t handshake_failures = 0;
+};
+
 struct daemon_status {
   std::string version;
   std::string revision;
@@ -115,6 +127,7 @@ struct daemon_status {
   histogram fetch_duration;
   database_status database;
   spool_status spool;
+  std::optional<listener_status> listener;  // when listening
 };
 
 // The standard process_* metrics, from /proc/self.
