@@ -423,6 +423,31 @@ TEST_CASE(
   CHECK(spool_files(d.spool_dir()) == 0);
 }
 
+TEST_CASE("the fetch log dropped under a running daemon: one warning, and no statistics lost",
+          "[fetch log][daemon]") {
+  test::scratch_database db;
+  db.migrate();
+  test::test_server server;
+  const std::string good = server.url("/stats");
+  test::daemon_process d(test::database_yaml(db) +
+                         "defaults: {interval: 1s, timeout: 900ms, retries: 0}\n"
+                         "endpoints:\n"
+                         "  - {name: good, url: \"" +
+                         good + "\"}\n");
+  REQUIRE(test::eventually([&] { return log_rows(db) >= 2; }, 20s));
+  db.exec("DROP VIEW gatherstats_endpoint_health; DROP TABLE gatherstats_fetch");
+  auto at_drop = test::fetches_of(db, good);
+  bool going_on = test::eventually([&] { return test::fetches_of(db, good) >= at_drop + 3; }, 20s);
+  d.stop_cleanly();
+  const std::string log = d.log_text();
+  INFO(log);
+  CHECK(going_on);
+  CHECK(lines_with(log, "has gone (dropped?)") == 1);
+  CHECK(lines_with(log, "commit failed") == 0);
+  // Every request answered is stored (or was spooled at the stop).
+  CHECK(test::fetches_of(db, good) + spool_files(d.spool_dir()) == requests(server, "/stats"));
+}
+
 TEST_CASE("rows older than fetch_log_retention are pruned in batches, and the rest stay",
           "[fetch log][daemon][prune]") {
   test::scratch_database db;

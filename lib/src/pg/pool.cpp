@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <optional>
 #include <random>
 #include <span>
@@ -79,6 +80,16 @@ struct pool::state {
     return r;
   }
 
+  // Once per pool: the statistics go on as before, only the log is missing.
+  void warn_fetch_log(std::string why) {
+    if (fetch_log_warned) return;
+    fetch_log_warned = true;
+    log::event e{log::event_kind::warning, log::severity::warning};
+    e.error = std::move(why);
+    e.detail = "fetches are not logged; statistics are committed as before";
+    if (events) events(e);
+  }
+
   void lost(const std::string& why) {
     if (outage_reported) return;
     outage_reported = true;
@@ -119,14 +130,7 @@ asio::awaitable<outcome<opened>> open_connection(std::shared_ptr<pool::state> s)
   auto log = co_await async_check_fetch_log(*conn, s->settings.table, until);
   if (!log) co_return log.error();
   s->fetch_log_missing = !log->empty();
-  if (s->fetch_log_missing && !s->fetch_log_warned) {
-    // Once: the statistics go on as before, only the log is missing.
-    s->fetch_log_warned = true;
-    log::event e{log::event_kind::warning, log::severity::warning};
-    e.error = *log;
-    e.detail = "fetches are not logged; statistics are committed as before";
-    if (s->events) s->events(e);
-  }
+  if (s->fetch_log_missing) s->warn_fetch_log(*log);
   co_return opened{std::move(*conn), !s->fetch_log_missing};
 }
 
@@ -155,6 +159,16 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_all(
   for (const auto& r : batch) records.push_back(&r);
   std::span<const fetch_record* const> view(records);
   co_return co_await async_commit_batch(conn, tables, view, until, batch_path::together_first);
+}
+
+// A commit refused because the fetch log does not exist (undefined_table,
+// naming it): it was dropped while the daemon ran.
+bool fetch_log_dropped(const std::vector<outcome<std::size_t>>& results) {
+  return std::any_of(results.begin(), results.end(), [](const outcome<std::size_t>& r) {
+    return !r && !r.error().is_transient() &&
+           r.error().message.find("(SQLSTATE 42P01)") != std::string::npos &&
+           r.error().message.find(fetch_log_name) != std::string::npos;
+  });
 }
 
 asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
@@ -211,6 +225,17 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     s->in_flight -= batch.size();
     if (s->settings.committed_batch) s->settings.committed_batch(steady::now() - started);
 
+    // The fetch log gone under a running daemon (dropped): the statistics go
+    // on without it, as for a database that never had one; what it failed
+    // is committed again, without its log row.
+    if (logging && fetch_log_dropped(results)) {
+      logging = false;
+      s->fetch_log_missing = true;
+      s->warn_fetch_log("the fetch log " + with_log.fetch_log->display() +
+                        " has gone (dropped?): run `gatherstatsd migrate` to create it again");
+      for (auto& r : results)
+        if (!r) r = failure::transient(r.error().message);
+    }
     // Transient failures are committed again, first in line, in their order,
     // on this or the next connection: an idempotent commit makes a repeat
     // harmless even if one landed.
