@@ -11,7 +11,7 @@ const char* const usage =
     "                     [--timeout DURATION] [--dry-run [--format tsv|json]]\n"
     "      fetch one JSON document, flatten it and commit its rows in one transaction\n"
     "  gatherstatsd migrate [--database CONNINFO] [--table NAME]\n"
-    "      create the statistics table if it is missing, then check it\n"
+    "      create the statistics table and the fetch log beside it if missing, then check\n"
     "  gatherstatsd [--config FILE] [--check | --once [--dry-run [--format tsv|json]]]\n"
     "               [--log-target auto|stderr|journal]\n"
     "               [--log-level debug|info|notice|warning|error]\n"

@@ -12,6 +12,7 @@
 #include "gatherstats/io/read_file.hpp"
 #include "gatherstats/json/flatten.hpp"
 #include "gatherstats/pg/connection.hpp"
+#include "gatherstats/pg/fetch_log.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -232,7 +233,7 @@ asio::awaitable<outcome<dry_run_result>> async_dry_fetch(fetch_options o,
   co_return result;
 }
 
-asio::awaitable<outcome<bool>> async_migrate(migrate_options o, asio::any_io_executor) {
+asio::awaitable<outcome<pg::migrated>> async_migrate(migrate_options o, asio::any_io_executor) {
   auto table = pg::table_name::parse(o.table);
   if (!table) co_return table.error();
   auto conn = co_await pg::connection::async_connect(o.database.value_or(""), database_deadline());
@@ -255,11 +256,19 @@ int run_fetch(const fetch_options& options) {
 }
 
 int run_migrate(const migrate_options& options) {
-  return run_to_completion<bool>(
+  return run_to_completion<pg::migrated>(
       [&](asio::any_io_executor blocking) { return async_migrate(options, blocking); },
-      [&](const bool& created) {
-        std::cout << (created ? "Created table " : "Table ") << options.table
-                  << (created ? "\n" : " already exists and is usable\n");
+      [&](const pg::migrated& created) {
+        std::cout << (created.table ? "Created table " : "Table ") << options.table
+                  << (created.table ? "\n" : " already exists and is usable\n");
+        auto table = pg::table_name::parse(options.table).value();  // parsed by the migration
+        const auto log = pg::fetch_log_table(table).display();
+        const auto view = pg::endpoint_health_view(table).display();
+        if (created.fetch_log)
+          std::cout << "Created fetch log " << log << " and view " << view << "\n";
+        else
+          std::cout << "Fetch log " << log << " already exists; view " << view
+                    << " is up to date\n";
       });
 }
 

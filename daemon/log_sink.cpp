@@ -83,6 +83,8 @@ const char* kind_field(event_kind kind) {
       return "warning";
     case event_kind::stopping:
       return "stopping";
+    case event_kind::fetch_log_pruned:
+      return "fetch_log_pruned";
   }
   return "event";
 }
@@ -234,6 +236,8 @@ const char* message_id(event_kind kind) {
       return "ccd200219c684a7482ece36e48fcf31d";
     case event_kind::stopping:
       return "057c92539d9447eba28cbf5a4e96eb77";
+    case event_kind::fetch_log_pruned:
+      return "5d0a3c6e8b1f4e27a9c4f1b2d7e60a93";
   }
   return "ccd200219c684a7482ece36e48fcf31d";
 }

@@ -57,6 +57,8 @@ const char* log::to_string(event_kind kind) {
       return "warning";
     case event_kind::stopping:
       return "stopping";
+    case event_kind::fetch_log_pruned:
+      return "fetch log pruned";
   }
   return "event";
 }
@@ -192,8 +194,8 @@ struct collector::state {
   void accept(fetch_record r, std::shared_ptr<state> self) {
     observe_fetch(r);
     if (!pool) return;
-    // A failed fetch has nothing to store (yet: the fetch log will keep it).
-    if (!r.outcome.ok()) return;
+    // A failed fetch has nothing to store but its row in the fetch log.
+    if (!r.outcome.ok() && !pool->fetch_log()) return;
     bool over = pool->queued_bytes() + memory_bytes(r) > memory_max();
     if (spool_open && (over || spool_waiting > 0 || !to_spool.empty() || writer_running)) {
       bool first = spool_waiting == 0 && to_spool.empty() && !writer_running;
@@ -391,6 +393,7 @@ struct collector::state {
       ++commit_failures;
       return;  // the pool reported it
     }
+    if (!record.outcome.ok()) return;  // only its fetch log row: not a fetch committed
     ++committed;
     rows_committed += record.rows.size();
     last_commit = steady::now();
@@ -412,6 +415,8 @@ struct collector::state {
     settings.table = pg::table_name::parse(db.table).value();  // validated with the config
     settings.connect_timeout = db.connect_timeout;
     settings.statement_timeout = db.statement_timeout;
+    settings.fetch_log = db.fetch_log;
+    settings.fetch_log_retention = db.fetch_log_retention;
     std::weak_ptr<state> weak = self;
     settings.connected = [weak] {
       if (auto s = weak.lock()) s->feeder_wake.cancel();

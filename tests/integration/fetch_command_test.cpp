@@ -266,10 +266,15 @@ TEST_CASE("migrate creates, then accepts, then refuses a broken table", "[migrat
   test::scratch_database db;
   auto first = gatherstatsd({"migrate", "--database", db.conninfo()});
   CHECK(first.exit_code == 0);
-  CHECK(first.out == "Created table gatherstats_statistic\n");
+  CHECK(first.out ==
+        "Created table gatherstats_statistic\n"
+        "Created fetch log gatherstats_fetch and view gatherstats_endpoint_health\n");
   auto second = gatherstatsd({"migrate", "--database", db.conninfo()});
   CHECK(second.exit_code == 0);
-  CHECK(second.out == "Table gatherstats_statistic already exists and is usable\n");
+  CHECK(second.out ==
+        "Table gatherstats_statistic already exists and is usable\n"
+        "Fetch log gatherstats_fetch already exists; view gatherstats_endpoint_health is up to "
+        "date\n");
   db.exec("ALTER TABLE gatherstats_statistic DROP COLUMN numeric_value");
   require_one_line_failure(gatherstatsd({"migrate", "--database", db.conninfo()}),
                            "no column \"numeric_value\"");

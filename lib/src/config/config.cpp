@@ -120,6 +120,7 @@ std::string describe(const YAML::Node& n) {
 
 std::string format_duration(milliseconds d) {
   auto n = d.count();
+  if (n != 0 && n % 86'400'000 == 0) return std::to_string(n / 86'400'000) + "d";
   if (n != 0 && n % 3'600'000 == 0) return std::to_string(n / 3'600'000) + "h";
   if (n != 0 && n % 60'000 == 0) return std::to_string(n / 60'000) + "m";
   if (n != 0 && n % 1000 == 0) return std::to_string(n / 1000) + "s";
@@ -169,8 +170,9 @@ struct field_marks {
 const std::vector<std::string_view> top_keys = {
     "database",      "defaults", "endpoints", "spool", "metrics", "max_concurrent_fetches",
     "shutdown_grace"};
-const std::vector<std::string_view> database_keys = {"conninfo", "pool_size", "table",
-                                                     "connect_timeout", "statement_timeout"};
+const std::vector<std::string_view> database_keys = {
+    "conninfo",  "pool_size",          "table", "connect_timeout", "statement_timeout",
+    "fetch_log", "fetch_log_retention"};
 const std::vector<std::string_view> default_keys = {"interval", "timeout",   "retries", "values",
                                                     "max_body", "max_depth", "headers", "auth",
                                                     "tls",      "align"};
@@ -385,7 +387,7 @@ class config_reader {
     auto d = parse_duration(*s);
     if (!d) {
       fail(e.value_at, quote(e.key) +
-                           " must be a positive duration such as 250ms, 10s, 5m or 1h, "
+                           " must be a positive duration such as 250ms, 10s, 5m, 1h or 30d, "
                            "not " +
                            quote(*s));
     }
@@ -460,6 +462,12 @@ class config_reader {
     }
     if (auto* e = m->get("statement_timeout")) {
       if (auto d = duration(*e)) db.statement_timeout = *d;
+    }
+    if (auto* e = m->get("fetch_log")) {
+      if (auto b = boolean(*e)) db.fetch_log = *b;
+    }
+    if (auto* e = m->get("fetch_log_retention")) {
+      if (auto d = duration(*e)) db.fetch_log_retention = *d;
     }
   }
 

@@ -20,6 +20,8 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
     scale = 60'000;
   else if (unit == "h")
     scale = 3'600'000;
+  else if (unit == "d")
+    scale = 86'400'000;
   if (scale == 0 || n == 0 || n > std::numeric_limits<std::int64_t>::max() / scale / 1000)
     return std::nullopt;
   return std::chrono::milliseconds(static_cast<std::int64_t>(n * scale));

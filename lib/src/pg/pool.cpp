@@ -5,6 +5,7 @@
 
 #include "gatherstats/http/redact.hpp"
 #include "gatherstats/pg/connection.hpp"
+#include "gatherstats/pg/fetch_log.hpp"
 #include "gatherstats/sched/schedule.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -13,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <optional>
 #include <random>
 #include <span>
@@ -41,8 +43,11 @@ struct pool::state {
   std::size_t connected = 0;
   bool stopping = false;
   bool outage_reported = false;
-  asio::steady_timer wake;  // never expires: cancel_one() wakes an idle worker
-  asio::steady_timer idle;  // cancelled whenever a fetch leaves the pool
+  bool fetch_log_missing = false;  // the last connection made found no usable fetch log
+  bool fetch_log_warned = false;   // said so (once per pool)
+  asio::steady_timer wake;         // never expires: cancel_one() wakes an idle worker
+  asio::steady_timer idle;         // cancelled whenever a fetch leaves the pool
+  asio::steady_timer prune_wake;   // the pruning's next run; cancelled at stop
   std::mt19937_64 random{std::random_device{}()};
 
   state(asio::any_io_executor e, pool_settings s, on_done d, log::event_sink ev)
@@ -51,7 +56,8 @@ struct pool::state {
         done(std::move(d)),
         events(std::move(ev)),
         wake(e, steady::time_point::max()),
-        idle(e, steady::time_point::max()) {}
+        idle(e, steady::time_point::max()),
+        prune_wake(e) {}
 
   void emit(log::event_kind kind, log::severity level, std::string error) {
     if (!events) return;
@@ -75,6 +81,16 @@ struct pool::state {
     return r;
   }
 
+  // Once per pool: the statistics go on as before, only the log is missing.
+  void warn_fetch_log(std::string why) {
+    if (fetch_log_warned) return;
+    fetch_log_warned = true;
+    log::event e{log::event_kind::warning, log::severity::warning};
+    e.error = std::move(why);
+    e.detail = "fetches are not logged; statistics are committed as before";
+    if (events) events(e);
+  }
+
   void lost(const std::string& why) {
     if (outage_reported) return;
     outage_reported = true;
@@ -90,16 +106,33 @@ struct pool::state {
 
 namespace {
 
-asio::awaitable<outcome<connection>> open_connection(std::shared_ptr<pool::state> s) {
-  auto until = steady::now() + s->settings.connect_timeout;
+asio::awaitable<outcome<connection>> connect(std::shared_ptr<pool::state> s, deadline until) {
   auto conn = co_await connection::async_connect(s->settings.conninfo, until);
   if (!conn) co_return conn.error();
   auto set = co_await conn->async_exec(
       "SET statement_timeout = " + std::to_string(s->settings.statement_timeout.count()), until);
   if (!set) co_return set.error();
+  co_return std::move(*conn);
+}
+
+// A connection ready for commits, and whether it writes the fetch log.
+struct opened {
+  connection conn;
+  bool fetch_log = false;
+};
+
+asio::awaitable<outcome<opened>> open_connection(std::shared_ptr<pool::state> s) {
+  auto until = steady::now() + s->settings.connect_timeout;
+  auto conn = co_await connect(s, until);
+  if (!conn) co_return conn.error();
   auto checked = co_await async_check_schema(*conn, s->settings.table, until);
   if (!checked) co_return checked.error();
-  co_return std::move(*conn);
+  if (!s->settings.fetch_log) co_return opened{std::move(*conn), false};
+  auto log = co_await async_check_fetch_log(*conn, s->settings.table, until);
+  if (!log) co_return log.error();
+  s->fetch_log_missing = !log->empty();
+  if (s->fetch_log_missing) s->warn_fetch_log(*log);
+  co_return opened{std::move(*conn), !s->fetch_log_missing};
 }
 
 asio::awaitable<void> pause(asio::any_io_executor ex, std::chrono::milliseconds d) {
@@ -114,10 +147,10 @@ constexpr std::size_t max_batch_rows = 20'000;
 // One fetch alone by the single-fetch path (COPY for big ones), several
 // pipelined in one round trip.
 asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_all(
-    connection& conn, const table_name& table, const std::vector<fetch_record>& batch,
+    connection& conn, const commit_tables& tables, const std::vector<fetch_record>& batch,
     deadline until) {
   if (batch.size() == 1) {
-    auto one = co_await async_commit(conn, table, batch.front(), until);
+    auto one = co_await async_commit(conn, tables, batch.front(), until, commit_path::automatic);
     std::vector<outcome<std::size_t>> out;
     out.push_back(std::move(one));
     co_return out;
@@ -126,11 +159,24 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_all(
   records.reserve(batch.size());
   for (const auto& r : batch) records.push_back(&r);
   std::span<const fetch_record* const> view(records);
-  co_return co_await async_commit_batch(conn, table, view, until);
+  co_return co_await async_commit_batch(conn, tables, view, until, batch_path::together_first);
+}
+
+// A commit refused because the fetch log does not exist (undefined_table,
+// naming it): it was dropped while the daemon ran.
+bool fetch_log_dropped(const std::vector<outcome<std::size_t>>& results) {
+  return std::any_of(results.begin(), results.end(), [](const outcome<std::size_t>& r) {
+    return !r && !r.error().is_transient() &&
+           r.error().message.find("(SQLSTATE 42P01)") != std::string::npos &&
+           r.error().message.find(fetch_log_name) != std::string::npos;
+  });
 }
 
 asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
   std::optional<connection> conn;
+  const commit_tables without_log{s->settings.table, std::nullopt};
+  const commit_tables with_log{s->settings.table, fetch_log_table(s->settings.table)};
+  bool logging = false;  // this connection writes the fetch log
   unsigned failures = 0;
   sched::backoff retry_delay(s->settings.reconnect_min, s->settings.reconnect_max);
   auto drop = [&] {
@@ -149,7 +195,8 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
         co_await pause(s->ex, retry_delay.delay(++failures, s->random));
         continue;
       }
-      conn.emplace(std::move(*opened));
+      conn.emplace(std::move(opened->conn));
+      logging = opened->fetch_log;
       ++s->connected;
       failures = 0;
       s->back();
@@ -173,12 +220,23 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     ++s->busy;
     const auto started = steady::now();
     auto results =
-        co_await async_commit_all(*conn, s->settings.table, batch,
+        co_await async_commit_all(*conn, logging ? with_log : without_log, batch,
                                   steady::now() + s->settings.statement_timeout + client_slack);
     --s->busy;
     s->in_flight -= batch.size();
     if (s->settings.committed_batch) s->settings.committed_batch(steady::now() - started);
 
+    // The fetch log gone under a running daemon (dropped): the statistics go
+    // on without it, as for a database that never had one; what it failed
+    // is committed again, without its log row.
+    if (logging && fetch_log_dropped(results)) {
+      logging = false;
+      s->fetch_log_missing = true;
+      s->warn_fetch_log("the fetch log " + with_log.fetch_log->display() +
+                        " has gone (dropped?): run `gatherstatsd migrate` to create it again");
+      for (auto& r : results)
+        if (!r) r = failure::transient(r.error().message);
+    }
     // Transient failures are committed again, first in line, in their order,
     // on this or the next connection: an idempotent commit makes a repeat
     // harmless even if one landed.
@@ -219,6 +277,51 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
   s->idle.cancel();
 }
 
+// Deletes the fetch log's rows older than the retention, in small batches
+// with a pause between them (no lock held for long), at start and then every
+// prune_every, over a connection of its own opened for each run.
+asio::awaitable<void> pruner(std::shared_ptr<pool::state> s) {
+  const table_name log = fetch_log_table(s->settings.table);
+  while (!s->stopping) {
+    auto conn = co_await connect(s, steady::now() + s->settings.connect_timeout);
+    std::size_t pruned = 0;
+    std::optional<failure> problem;
+    while (conn && !problem && !s->stopping) {
+      auto deleted = co_await async_prune_fetch_log(
+          *conn, log, s->settings.fetch_log_retention, s->settings.prune_batch,
+          steady::now() + s->settings.statement_timeout + client_slack);
+      if (!deleted) {
+        // No fetch log (warned at connect): nothing to prune.
+        if (conn->last_sqlstate() != "42P01") problem = deleted.error();
+        break;
+      }
+      pruned += *deleted;
+      if (*deleted < s->settings.prune_batch) break;
+      co_await pause(s->ex, s->settings.prune_pause);
+    }
+    if (pruned > 0 && s->events) {
+      log::event e{log::event_kind::fetch_log_pruned, log::severity::info};
+      e.rows = pruned;
+      e.detail = std::to_string(pruned) + " row(s) older than " +
+                 std::to_string(s->settings.fetch_log_retention.count() / 1000) +
+                 " s deleted from the fetch log " + log.display();
+      s->events(e);
+    }
+    if (problem && s->events) {
+      log::event e{log::event_kind::warning, log::severity::warning};
+      e.error = problem->message;
+      e.detail = "pruning the fetch log failed; it is tried again later";
+      s->events(e);
+    }
+    // The database away: the workers say so; try again sooner than usual.
+    const auto next = conn ? s->settings.prune_every
+                           : std::min(s->settings.prune_every, s->settings.reconnect_max);
+    conn = failure::transient("");  // closed before the long wait
+    s->prune_wake.expires_after(next);
+    co_await s->prune_wake.async_wait(use_nothrow);
+  }
+}
+
 }  // namespace
 
 pool::pool(asio::any_io_executor ex, pool_settings settings, on_done done, log::event_sink events)
@@ -229,12 +332,16 @@ pool::~pool() {
   // Workers hold the state; tell them to finish.
   state_->stopping = true;
   state_->wake.cancel();
+  state_->prune_wake.cancel();
 }
 
 void pool::start() {
   for (std::size_t i = 0; i < std::max<std::size_t>(state_->settings.size, 1); ++i)
     asio::co_spawn(state_->ex, worker(state_), asio::detached);
+  if (state_->settings.fetch_log) asio::co_spawn(state_->ex, pruner(state_), asio::detached);
 }
+
+bool pool::fetch_log() const { return state_->settings.fetch_log && !state_->fetch_log_missing; }
 
 void pool::submit(fetch_record record) {
   state_->push_back(std::move(record));
@@ -256,6 +363,7 @@ asio::awaitable<std::deque<fetch_record>> pool::async_drain(deadline until) {
   }
   s->stopping = true;
   s->wake.cancel();
+  s->prune_wake.cancel();
   s->queue_bytes = 0;
   co_return std::exchange(s->queue, {});
 }

@@ -5,6 +5,8 @@
 // repeat (one round trip), and the latter pipelined for a batch.
 #include "gatherstats/pg/statistic_table.hpp"
 
+#include "gatherstats/pg/fetch_log.hpp"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -197,36 +199,113 @@ asio::awaitable<void> abandon_transaction(connection& conn, deadline until) {
   if (!rolled_back || !conn.is_idle()) conn.close();
 }
 
-asio::awaitable<outcome<std::size_t>> commit_unnest_binary(connection& conn,
-                                                           const table_name& table,
+// unnest_insert_sql and, with a fetch log, the record's log row inserted by
+// the same statement (parameters $5 to $15): one statement, so one
+// transaction, and no extra round trip.
+std::string commit_sql(const commit_tables& t, on_conflict conflict) {
+  std::string sql = unnest_insert_sql(t.statistics, conflict);
+  if (!t.fetch_log) return sql;
+  return "WITH logged AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " + sql;
+}
+
+// The text parameters of a log row; views into `row`.
+void append_log_params(std::vector<parameter>& params, const fetch_log_row& row) {
+  for (const auto& v : row) params.push_back(parameter{v, 0, false});
+}
+
+// The log row of a record without statistics (a failed fetch, or a
+// document that gave no rows). Returns 0 rows, or why it failed.
+asio::awaitable<outcome<std::size_t>> commit_log_only(connection& conn, const table_name& log,
+                                                      const fetch_record& record, deadline until) {
+  const fetch_log_row row = make_fetch_log_row(record);
+  std::vector<parameter> params;
+  append_log_params(params, row);
+  const std::string sql = fetch_log_insert_sql(log, 1);
+  auto inserted = co_await conn.async_query(statement{sql, params}, until);
+  if (!inserted) co_return inserted.error();
+  co_return std::size_t{0};
+}
+
+// BEGIN and the log rows of `records`, pipelined: one round trip, after
+// which the transaction is open for a COPY (which cannot take a WITH).
+// On failure the transaction is rolled back (or the connection closed).
+asio::awaitable<outcome<void>> begin_with_log(connection& conn, const table_name& log,
+                                              std::span<const fetch_record* const> records,
+                                              deadline until) {
+  std::vector<fetch_log_row> rows;
+  rows.reserve(records.size());
+  for (const fetch_record* r : records) rows.push_back(make_fetch_log_row(*r));
+  std::vector<std::vector<parameter>> params(rows.size());
+  const std::string sql = fetch_log_insert_sql(log, 1);
+  std::vector<statement> statements;
+  statements.reserve(rows.size() + 1);
+  statements.push_back(statement{"BEGIN", {}});
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    append_log_params(params[i], rows[i]);
+    statements.push_back(statement{sql, params[i]});
+  }
+  auto results =
+      co_await conn.async_pipeline(statements, connection::pipeline_sync::together, until);
+  // The statement that failed says why; the others only "rolled back".
+  std::optional<failure> failed;
+  for (auto& r : results) {
+    if (r) continue;
+    if (!failed || (failed->is_transient() && !r.error().is_transient())) failed = r.error();
+  }
+  if (!failed) co_return outcome<void>{};
+  co_await abandon_transaction(conn, until);
+  co_return *failed;
+}
+
+asio::awaitable<outcome<std::size_t>> commit_unnest_binary(connection& conn, const commit_tables& t,
                                                            const fetch_record& record,
                                                            deadline until) {
   const std::string ts = binary_timestamptz(record.fetched_at);
   const binary_arrays arrays = to_binary_arrays(record, row_order::document);
-  const auto params = unnest_params(record, ts, arrays);
-  const std::string sql = unnest_insert_sql(table, on_conflict::do_nothing);
+  const auto base = unnest_params(record, ts, arrays);
+  std::vector<parameter> params(base.begin(), base.end());
+  fetch_log_row row;
+  if (t.fetch_log) {
+    row = make_fetch_log_row(record);
+    append_log_params(params, row);
+  }
+  const std::string sql = commit_sql(t, on_conflict::do_nothing);
   auto inserted = co_await conn.async_query(statement{sql, params}, until);
   if (!inserted) co_return inserted.error();
   co_return inserted->affected_rows();
 }
 
-asio::awaitable<outcome<std::size_t>> commit_copy(connection& conn, const table_name& table,
+asio::awaitable<outcome<std::size_t>> commit_copy(connection& conn, const commit_tables& t,
                                                   const fetch_record& record, deadline until) {
   const fetch_record* one[] = {&record};
   const std::string data = to_copy_stream(one);
-  const std::string sql = copy_sql(table);
+  if (!t.fetch_log) {
+    const std::string sql = copy_sql(t.statistics);
+    auto copied = co_await conn.async_copy_in(sql, data, until);
+    if (copied) co_return copied->affected_rows();
+    // unique_violation: some of these rows are stored already (a repeat).
+    // The COPY stored nothing; store what is missing.
+    if (conn.last_sqlstate() != "23505") co_return copied.error();
+    co_return co_await commit_unnest_binary(conn, t, record, until);
+  }
+  // The log row first, then the COPY and the COMMIT in one query: one
+  // round trip more than without the log.
+  std::span<const fetch_record* const> records(one);
+  auto begun = co_await begin_with_log(conn, *t.fetch_log, records, until);
+  if (!begun) co_return begun.error();
+  const std::string sql = copy_sql(t.statistics) + "; COMMIT";
   auto copied = co_await conn.async_copy_in(sql, data, until);
-  if (copied) co_return copied->affected_rows();
-  // unique_violation: some of these rows are stored already (a repeat).
-  // The COPY stored nothing; store what is missing.
-  if (conn.last_sqlstate() != "23505") co_return copied.error();
-  co_return co_await commit_unnest_binary(conn, table, record, until);
+  if (copied) co_return record.rows.size();  // all or nothing: every row was new
+  const std::string state = conn.last_sqlstate();
+  co_await abandon_transaction(conn, until);
+  if (state != "23505" || !conn.is_idle()) co_return copied.error();
+  co_return co_await commit_unnest_binary(conn, t, record, until);
 }
 
-asio::awaitable<outcome<std::size_t>> commit_copy_via_temp(connection& conn,
-                                                           const table_name& table,
+asio::awaitable<outcome<std::size_t>> commit_copy_via_temp(connection& conn, const commit_tables& t,
                                                            const fetch_record& record,
                                                            deadline until) {
+  const table_name& table = t.statistics;
   auto begun = co_await conn.async_exec(
       "BEGIN; CREATE TEMP TABLE IF NOT EXISTS gatherstats_incoming"
       " (key text, numeric_value float8) ON COMMIT DELETE ROWS",
@@ -264,6 +343,13 @@ asio::awaitable<outcome<std::size_t>> commit_copy_via_temp(connection& conn,
     co_await abandon_transaction(conn, until);
     co_return inserted.error();
   }
+  if (t.fetch_log) {
+    auto logged = co_await commit_log_only(conn, *t.fetch_log, record, until);
+    if (!logged) {
+      co_await abandon_transaction(conn, until);
+      co_return logged.error();
+    }
+  }
   auto committed = co_await conn.async_exec("COMMIT", until);
   if (!committed) {
     co_await abandon_transaction(conn, until);
@@ -284,10 +370,10 @@ bool append_array_text(std::string& out, std::string_view s) {
   return true;
 }
 
-asio::awaitable<outcome<std::size_t>> commit_unnest_text(connection& conn, const table_name& table,
+asio::awaitable<outcome<std::size_t>> commit_unnest_text(connection& conn, const commit_tables& t,
                                                          const fetch_record& record,
                                                          deadline until) {
-  std::array<std::string, 4> params{record.endpoint, format_timestamp(record.fetched_at), "{", "{"};
+  std::vector<std::string> params{record.endpoint, format_timestamp(record.fetched_at), "{", "{"};
   std::string& keys = params[2];
   std::string& values = params[3];
   char number[32];
@@ -302,11 +388,15 @@ asio::awaitable<outcome<std::size_t>> commit_unnest_text(connection& conn, const
   }
   keys += '}';
   values += '}';
-  const std::string sql =
-      "INSERT INTO " + table.quoted() +
+  std::string sql =
+      "INSERT INTO " + t.statistics.quoted() +
       " (endpoint, key, numeric_value, fetched_at)"
       " SELECT $1, u.k, u.v, $2::timestamptz FROM unnest($3::text[], $4::float8[]) AS u(k, v)"
       " ON CONFLICT (endpoint, key, fetched_at) DO NOTHING";
+  if (t.fetch_log) {
+    sql = "WITH logged AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " + sql;
+    for (auto& v : make_fetch_log_row(record)) params.push_back(std::move(v));
+  }
   auto inserted = co_await conn.async_query(sql, params, until);
   if (!inserted) co_return inserted.error();
   co_return inserted->affected_rows();
@@ -390,8 +480,8 @@ std::string format_timestamp(timestamp t) {
   return buf;
 }
 
-asio::awaitable<outcome<bool>> async_migrate(connection& conn, const table_name& table,
-                                             deadline until) {
+asio::awaitable<outcome<migrated>> async_migrate(connection& conn, const table_name& table,
+                                                 deadline until) {
   auto fail = [&](const failure& f) {
     conn.close();  // inside a transaction: never reuse
     return f;
@@ -402,16 +492,22 @@ asio::awaitable<outcome<bool>> async_migrate(connection& conn, const table_name&
   std::array<std::string, 1> name{table.quoted()};
   auto exists = co_await conn.async_query("SELECT to_regclass($1) IS NOT NULL", name, until);
   if (!exists) co_return fail(exists.error());
-  bool created = exists->get(0, 0) != "t";
-  if (created) {
+  migrated done;
+  done.table = exists->get(0, 0) != "t";
+  if (done.table) {
     auto made = co_await conn.async_exec(create_table_sql(table), until);
     if (!made) co_return fail(made.error());
   }
+  // Ours, beside the table (also beside the original's): what an older
+  // version migrated gets it here.
+  auto logged = co_await async_create_fetch_log(conn, table, until);
+  if (!logged) co_return fail(logged.error());
+  done.fetch_log = *logged;
   auto committed = co_await conn.async_exec("COMMIT", until);
   if (!committed) co_return fail(committed.error());
   auto checked = co_await async_check_schema(conn, table, until);
   if (!checked) co_return checked.error();
-  co_return created;
+  co_return done;
 }
 
 asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_name& table,
@@ -482,22 +578,32 @@ asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const table
 asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const table_name& table,
                                                    const fetch_record& record, deadline until,
                                                    commit_path path) {
-  if (record.rows.empty()) co_return std::size_t{0};
+  const commit_tables tables{table, std::nullopt};
+  co_return co_await async_commit(conn, tables, record, until, path);
+}
+
+asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const commit_tables& t,
+                                                   const fetch_record& record, deadline until,
+                                                   commit_path path) {
   if (auto refused = refuse_nul(record)) co_return *refused;
+  if (record.rows.empty()) {
+    if (!t.fetch_log) co_return std::size_t{0};
+    co_return co_await commit_log_only(conn, *t.fetch_log, record, until);
+  }
   if (path == commit_path::automatic)
     path = record.rows.size() >= copy_min_rows ? commit_path::copy : commit_path::unnest_binary;
   switch (path) {
     case commit_path::copy:
-      co_return co_await commit_copy(conn, table, record, until);
+      co_return co_await commit_copy(conn, t, record, until);
     case commit_path::copy_via_temp:
-      co_return co_await commit_copy_via_temp(conn, table, record, until);
+      co_return co_await commit_copy_via_temp(conn, t, record, until);
     case commit_path::unnest_text:
-      co_return co_await commit_unnest_text(conn, table, record, until);
+      co_return co_await commit_unnest_text(conn, t, record, until);
     case commit_path::automatic:
     case commit_path::unnest_binary:
       break;
   }
-  co_return co_await commit_unnest_binary(conn, table, record, until);
+  co_return co_await commit_unnest_binary(conn, t, record, until);
 }
 
 asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
@@ -509,13 +615,20 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
 asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     connection& conn, const table_name& table, std::span<const fetch_record* const> records,
     deadline until, batch_path path) {
+  const commit_tables tables{table, std::nullopt};
+  co_return co_await async_commit_batch(conn, tables, records, until, path);
+}
+
+asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
+    connection& conn, const commit_tables& t, std::span<const fetch_record* const> records,
+    deadline until, batch_path path) {
   // Records that need no round trip have their outcome decided here; the
-  // others are sent.
+  // others are sent. Without rows a record has only its log row to send.
   std::vector<std::optional<outcome<std::size_t>>> decided(records.size());
   std::vector<std::size_t> sent_index;
   for (std::size_t i = 0; i < records.size(); ++i) {
     const fetch_record& r = *records[i];
-    if (r.rows.empty())
+    if (r.rows.empty() && !t.fetch_log)
       decided[i] = std::size_t{0};
     else if (auto refused = refuse_nul(r))
       decided[i] = *refused;
@@ -525,7 +638,8 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
 
   if (path == batch_path::together_first && !sent_index.empty()) {
     // One COPY of every row, fetches in the unique index's order (endpoint,
-    // then fetched_at; keys in order within each).
+    // then fetched_at; keys in order within each). With a fetch log, its
+    // rows go first, after a BEGIN, and the COPY ends with the COMMIT.
     std::vector<const fetch_record*> in_order;
     in_order.reserve(sent_index.size());
     for (auto i : sent_index) in_order.push_back(records[i]);
@@ -534,15 +648,36 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
           return std::tie(a->endpoint, a->fetched_at) < std::tie(b->endpoint, b->fetched_at);
         });
     const std::string data = to_copy_stream(in_order);
-    const std::string sql = copy_sql(table);
-    auto copied = co_await conn.async_copy_in(sql, data, until);
-    if (copied) {
+    const bool any_rows = std::any_of(in_order.begin(), in_order.end(),
+                                      [](const fetch_record* r) { return !r->rows.empty(); });
+    outcome<void> stored;
+    bool in_transaction = false;
+    if (t.fetch_log) {
+      std::span<const fetch_record* const> all(in_order);
+      stored = co_await begin_with_log(conn, *t.fetch_log, all, until);
+      in_transaction = stored.has_value();
+    }
+    if (stored && (any_rows || in_transaction)) {
+      std::string sql = copy_sql(t.statistics);
+      if (in_transaction) sql += "; COMMIT";
+      // Not a ?: expression: GCC 12 mishandles its temporaries in a coroutine.
+      outcome<result> copied = failure::transient("");
+      if (any_rows)
+        copied = co_await conn.async_copy_in(sql, data, until);
+      else
+        copied = co_await conn.async_exec("COMMIT", until);
+      if (!copied) {
+        stored = copied.error();
+        if (in_transaction) co_await abandon_transaction(conn, until);
+      }
+    }
+    if (stored) {
       for (auto i : sent_index) decided[i] = records[i]->rows.size();
       sent_index.clear();
     } else if (!conn.is_idle()) {
       // Lost the connection, or the deadline passed: whether the COPY
       // committed is unknown, and a retry is harmless.
-      const std::string why = copied.error().message;
+      const std::string why = stored.error().message;
       for (auto i : sent_index) decided[i] = failure::transient(why);
       sent_index.clear();
     }
@@ -555,22 +690,33 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     struct prepared {
       std::string ts;
       binary_arrays arrays;
-      std::array<parameter, 4> params;
+      fetch_log_row log;
+      std::vector<parameter> params;
+      bool rows = false;
     };
     std::vector<prepared> sent(sent_index.size());
     for (std::size_t j = 0; j < sent_index.size(); ++j) {
       const fetch_record& r = *records[sent_index[j]];
       auto& p = sent[j];
-      p.ts = binary_timestamptz(r.fetched_at);
-      p.arrays = to_binary_arrays(r, row_order::key);
-      p.params = unnest_params(r, p.ts, p.arrays);
+      p.rows = !r.rows.empty();
+      if (p.rows) {
+        p.ts = binary_timestamptz(r.fetched_at);
+        p.arrays = to_binary_arrays(r, row_order::key);
+        const auto base = unnest_params(r, p.ts, p.arrays);
+        p.params.assign(base.begin(), base.end());
+      }
+      if (t.fetch_log) {
+        p.log = make_fetch_log_row(r);
+        append_log_params(p.params, p.log);
+      }
     }
-    const std::string plain_sql = unnest_insert_sql(table, on_conflict::fail);
-    const std::string idempotent_sql = unnest_insert_sql(table, on_conflict::do_nothing);
+    const std::string plain_sql = commit_sql(t, on_conflict::fail);
+    const std::string idempotent_sql = commit_sql(t, on_conflict::do_nothing);
+    const std::string log_sql = t.fetch_log ? fetch_log_insert_sql(*t.fetch_log, 1) : "";
     std::vector<statement> plain, idempotent;
     for (const auto& p : sent) {
-      plain.push_back(statement{plain_sql, p.params});
-      idempotent.push_back(statement{idempotent_sql, p.params});
+      plain.push_back(statement{p.rows ? plain_sql : log_sql, p.params});
+      idempotent.push_back(statement{p.rows ? idempotent_sql : log_sql, p.params});
     }
     std::vector<outcome<result>> results;
     if (path == batch_path::together_pipelined) {
@@ -584,10 +730,12 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
           co_await conn.async_pipeline(idempotent, connection::pipeline_sync::each_alone, until);
     for (std::size_t j = 0; j < results.size(); ++j) {
       auto& d = decided[sent_index[j]];
-      if (results[j])
+      if (!results[j])
+        d = results[j].error();
+      else if (sent[j].rows)
         d = results[j]->affected_rows();
       else
-        d = results[j].error();
+        d = std::size_t{0};  // its log row only
     }
   }
   std::vector<outcome<std::size_t>> out;

@@ -49,6 +49,7 @@ std::uint32_t crc_of(std::string_view bytes) {
 class reader {
  public:
   explicit reader(std::string_view bytes) : bytes_(bytes) {}
+  bool u8(std::uint8_t& v) { return take(1, v); }
   bool u32(std::uint32_t& v) { return take(4, v); }
   bool u64(std::uint64_t& v) { return take(8, v); }
   bool string(std::string_view& s) {
@@ -78,7 +79,8 @@ failure corrupt(std::string what) { return failure::permanent("spooled record " 
 
 outcome<std::string> encode_record(const fetch_record& record) {
   std::string payload;
-  std::size_t estimate = 40 + record.name.size() + record.endpoint.size();
+  std::size_t estimate =
+      40 + 33 + record.name.size() + record.endpoint.size() + record.outcome.error.size();
   for (std::size_t i = 0; i < record.rows.size(); ++i) estimate += 12 + record.rows.key(i).size();
   payload.reserve(estimate);
   if (!put_string(payload, record.name) || !put_string(payload, record.endpoint))
@@ -93,6 +95,16 @@ outcome<std::string> encode_record(const fetch_record& record) {
                                 "\": a key longer than 4 GiB");
     put_u64(payload, std::bit_cast<std::uint64_t>(record.rows.value(i)));
   }
+  // Version 2: the outcome, for the fetch log.
+  const fetch_outcome& o = record.outcome;
+  put_u64(payload, static_cast<std::uint64_t>(o.tick.time_since_epoch().count()));
+  put_u64(payload, static_cast<std::uint64_t>(o.duration.count()));
+  payload.push_back(static_cast<char>(o.reason));
+  put_u32(payload, o.http_status);
+  put_u64(payload, o.bytes);
+  if (!put_string(payload, o.error))
+    return failure::permanent("cannot spool record \"" + record.name +
+                              "\": an error message longer than 4 GiB");
 
   std::string out;
   out.reserve(record_header_bytes + payload.size());
@@ -112,8 +124,9 @@ outcome<fetch_record> decode_record(std::string_view bytes) {
   if (bytes.substr(0, 4) != record_magic)
     return corrupt("has no \"GSSP\" magic: not a spool record");
   auto version = get_le(bytes, 4, 2);
-  if (version != record_version)
+  if (version < record_version_without_outcome || version > record_version)
     return corrupt("has format version " + std::to_string(version) + "; this build reads " +
+                   std::to_string(record_version_without_outcome) + " to " +
                    std::to_string(record_version));
   auto flags = get_le(bytes, 6, 2);
   if (flags != 0) return corrupt("has unknown flags " + std::to_string(flags));
@@ -151,9 +164,33 @@ outcome<fetch_record> decode_record(std::string_view bytes) {
       return corrupt("is malformed: row " + std::to_string(i) + " runs past the payload");
     record.rows.push_back(key, std::bit_cast<double>(bits));
   }
+  if (version == record_version_without_outcome) {
+    // Spooled before failures were records: a fetch that succeeded, made
+    // for no known tick (the fetch log takes fetched_at); duration and bytes
+    // unknown (0).
+    record.outcome.tick = record.fetched_at;
+  } else {
+    std::uint64_t tick = 0, duration = 0, bytes_received = 0;
+    std::uint8_t reason = 0;
+    std::uint32_t http_status = 0;
+    std::string_view error;
+    if (!in.u64(tick) || !in.u64(duration) || !in.u8(reason) || !in.u32(http_status) ||
+        !in.u64(bytes_received) || !in.string(error))
+      return corrupt("is malformed: the outcome runs past the payload");
+    if (reason >= fetch_reason_count)
+      return corrupt("is malformed: unknown fetch reason " + std::to_string(reason));
+    auto& o = record.outcome;
+    o.tick = timestamp(std::chrono::microseconds(static_cast<std::int64_t>(tick)));
+    o.duration = std::chrono::microseconds(static_cast<std::int64_t>(duration));
+    o.reason = static_cast<fetch_reason>(reason);
+    o.http_status = http_status;
+    o.bytes = bytes_received;
+    o.error = error;
+  }
   if (in.remaining() != 0)
     return corrupt("is malformed: " + std::to_string(in.remaining()) +
-                   " unexplained bytes after the rows");
+                   " unexplained bytes after the " +
+                   (version == record_version_without_outcome ? "rows" : "outcome"));
   record.rows.set_skipped(static_cast<std::size_t>(skipped));
   return record;
 }

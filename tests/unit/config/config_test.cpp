@@ -85,6 +85,8 @@ TEST_CASE("a complete configuration is read field by field", "[config]") {
   table: stats.gatherstats_statistic
   connect_timeout: 5s
   statement_timeout: 1m
+  fetch_log: false
+  fetch_log_retention: 7d
 defaults:
   interval: 1m
   timeout: 20s
@@ -141,6 +143,8 @@ shutdown_grace: 30s
   CHECK(c.database.table == "stats.gatherstats_statistic");
   CHECK(c.database.connect_timeout == 5s);
   CHECK(c.database.statement_timeout == 1min);
+  CHECK_FALSE(c.database.fetch_log);
+  CHECK(c.database.fetch_log_retention == 7 * 24h);
 
   REQUIRE(c.endpoints.size() == 3);
   const endpoint_config& a = c.endpoints[0];
@@ -245,9 +249,10 @@ TEST_CASE("a value of the wrong type is an error at the value", "[config]") {
         "test.yaml:4:14: \"retries\" must be a whole number, not \"-1\"");
   CHECK(error_of(endpoint_with("    interval: { a: 1 }\n")) ==
         "test.yaml:4:15: \"interval\" must be a duration, not a map");
-  CHECK(error_of(endpoint_with("    interval: 10\n")) ==
-        "test.yaml:4:15: \"interval\" must be a positive duration such as 250ms, 10s, 5m or 1h, "
-        "not \"10\"");
+  CHECK(
+      error_of(endpoint_with("    interval: 10\n")) ==
+      "test.yaml:4:15: \"interval\" must be a positive duration such as 250ms, 10s, 5m, 1h or 30d, "
+      "not \"10\"");
   CHECK(error_of(endpoint_with("    align: yes\n")) ==
         "test.yaml:4:12: \"align\" must be true or false, not \"yes\"");
   CHECK(error_of(endpoint_with("    values: lenient\n")) ==
@@ -274,9 +279,10 @@ TEST_CASE("a value of the wrong type is an error at the value", "[config]") {
 TEST_CASE("impossible values are errors", "[config]") {
   CHECK(error_of(endpoint_with("    interval: 50ms\n")) ==
         "test.yaml:4:15: \"interval\" must be at least 100ms, not 50ms");
-  CHECK(error_of(endpoint_with("    timeout: 0s\n")) ==
-        "test.yaml:4:14: \"timeout\" must be a positive duration such as 250ms, 10s, 5m or 1h, "
-        "not \"0s\"");
+  CHECK(
+      error_of(endpoint_with("    timeout: 0s\n")) ==
+      "test.yaml:4:14: \"timeout\" must be a positive duration such as 250ms, 10s, 5m, 1h or 30d, "
+      "not \"0s\"");
   CHECK(error_of(endpoint_with("    interval: 10s\n    timeout: 30s\n")) ==
         "test.yaml:5:14: \"timeout\" 30s is longer than \"interval\" 10s: two fetches of one "
         "endpoint never overlap, so an attempt must end before the next one is due");

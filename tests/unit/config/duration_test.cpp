@@ -11,11 +11,13 @@ TEST_CASE("durations are a positive whole number and a unit", "[config][duration
   CHECK(parse_duration("5m") == 5min);
   CHECK(parse_duration("1h") == 1h);
   CHECK(parse_duration("24h") == 24h);
+  CHECK(parse_duration("1d") == 24h);
+  CHECK(parse_duration("30d") == 30 * 24h);
 }
 
 TEST_CASE("anything else is not a duration", "[config][duration]") {
-  for (const char* bad : {"", "10", "s", "0s", "-1s", "1.5s", "10 s", "10sec", "1d", "10S", " 10s",
-                          "99999999999999999999h", "9223372036854775807h"}) {
+  for (const char* bad : {"", "10", "s", "0s", "-1s", "1.5s", "10 s", "10sec", "1D", "1.5d", "10S",
+                          " 10s", "99999999999999999999h", "9223372036854775807h", "106751992d"}) {
     INFO(bad);
     CHECK_FALSE(parse_duration(bad).has_value());
   }

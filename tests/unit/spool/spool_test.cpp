@@ -62,6 +62,7 @@ void require_equal(const fetch_record& a, const fetch_record& b) {
     REQUIRE(std::bit_cast<std::uint64_t>(a.rows.value(i)) ==
             std::bit_cast<std::uint64_t>(b.rows.value(i)));
   }
+  REQUIRE(a.outcome == b.outcome);
 }
 
 std::string read_bytes(const fs::path& p) {
@@ -112,6 +113,64 @@ TEST_CASE("record_codec round-trips odd keys and special doubles exactly", "[spo
   }
 }
 
+TEST_CASE("record_codec keeps a failed fetch's outcome, and a success's", "[spool]") {
+  fetch_record failed;
+  failed.name = "broken";
+  failed.endpoint = "https://example.test/broken";
+  failed.fetched_at = timestamp(std::chrono::microseconds(1'700'000'001'000'000));
+  failed.outcome.tick = timestamp(std::chrono::microseconds(1'700'000'000'000'000));
+  failed.outcome.duration = std::chrono::microseconds(987'654);
+  failed.outcome.reason = gatherstats::fetch_reason::http_status;
+  failed.outcome.error = "https://example.test/broken: HTTP 503 Service Unavailable";
+  failed.outcome.http_status = 503;
+  failed.outcome.bytes = 17;
+  auto back = decode_record(*encode_record(failed));
+  REQUIRE(back.has_value());
+  require_equal(failed, *back);
+  CHECK(back->rows.size() == 0);
+
+  auto ok = make_record("ok", 1'700'000'000'500'000);
+  ok.outcome.tick = timestamp(std::chrono::microseconds(1'700'000'000'000'000));
+  ok.outcome.duration = std::chrono::microseconds(1234);
+  ok.outcome.http_status = 200;
+  ok.outcome.bytes = std::numeric_limits<std::uint64_t>::max();
+  auto ok_back = decode_record(*encode_record(ok));
+  REQUIRE(ok_back.has_value());
+  require_equal(ok, *ok_back);
+}
+
+TEST_CASE("record_codec reads a version 1 file (no outcome) as a successful fetch", "[spool]") {
+  // Written by the version 1 encoder (docs/spool.md): "iar", "http://x/s",
+  // fetched_at 1700000000123456, 2 skipped, rows a.b = 1.5 and c = -0.0.
+  const std::string v1(
+      "\x47\x53\x53\x50\x01\x00\x00\x00\x49\x00\x00\x00\x00\x00\x00\x00\x17\xc9\xe1\xb2\x03\x00"
+      "\x00\x00\x69\x61\x72\x0a\x00\x00\x00\x68\x74\x74\x70\x3a\x2f\x2f\x78\x2f\x73\x40\x22\x20"
+      "\x18\x24\x0a\x06\x00\x02\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03"
+      "\x00\x00\x00\x61\x2e\x62\x00\x00\x00\x00\x00\x00\xf8\x3f\x01\x00\x00\x00\x63\x00\x00\x00"
+      "\x00\x00\x00\x00\x80",
+      93);
+  auto r = decode_record(v1);
+  REQUIRE(r.has_value());
+  CHECK(r->name == "iar");
+  CHECK(r->endpoint == "http://x/s");
+  CHECK(r->fetched_at == timestamp(std::chrono::microseconds(1'700'000'000'123'456)));
+  CHECK(r->rows.skipped() == 2);
+  REQUIRE(r->rows.size() == 2);
+  CHECK(r->rows.key(0) == "a.b");
+  CHECK(r->rows.value(0) == 1.5);
+  CHECK(r->rows.key(1) == "c");
+  CHECK(std::signbit(r->rows.value(1)));
+  CHECK(r->outcome.ok());
+  CHECK(r->outcome.tick == r->fetched_at);
+  CHECK(r->outcome.duration.count() == 0);
+  CHECK(r->outcome.http_status == 0);
+  CHECK(r->outcome.error.empty());
+  // And it still goes back to the same bytes' content when written anew.
+  auto again = decode_record(*encode_record(*r));
+  REQUIRE(again.has_value());
+  require_equal(*r, *again);
+}
+
 TEST_CASE("record_codec detects truncation, extension and corruption", "[spool]") {
   auto bytes = *encode_record(make_record("a", 1));
   auto message_of = [](std::string_view b) {
@@ -124,9 +183,9 @@ TEST_CASE("record_codec detects truncation, extension and corruption", "[spool]"
   CHECK_THAT(message_of(bytes.substr(0, bytes.size() - 1)), Catch::Contains("truncated"));
   CHECK_THAT(message_of(bytes + "x"), Catch::Contains("trailing"));
   CHECK_THAT(message_of("XXXX" + bytes.substr(4)), Catch::Contains("magic"));
-  auto v2 = bytes;
-  v2[4] = 2;
-  CHECK_THAT(message_of(v2), Catch::Contains("version 2"));
+  auto v3 = bytes;
+  v3[4] = 3;
+  CHECK_THAT(message_of(v3), Catch::Contains("version 3"));
   // Every single flipped bit in the payload is caught by the CRC.
   for (std::size_t i = record_header_bytes; i < bytes.size(); ++i) {
     auto flipped = bytes;

@@ -68,6 +68,10 @@ struct database_config {
   std::string table = "gatherstats_statistic";
   milliseconds connect_timeout{10'000};
   milliseconds statement_timeout{30'000};
+  // The fetch log (gatherstats_fetch beside the table, docs/schema.md):
+  // one row per fetch, failures included; rows older than the retention go.
+  bool fetch_log = true;
+  milliseconds fetch_log_retention{30LL * 86'400'000};
   bool operator==(const database_config&) const = default;
 };
 

@@ -1,4 +1,4 @@
-// Durations as operators write them: "250ms", "10s", "5m", "1h". Pure.
+// Durations as operators write them: "250ms", "10s", "5m", "1h", "30d". Pure.
 #pragma once
 
 #include <chrono>
@@ -7,7 +7,7 @@
 
 namespace gatherstats::config {
 
-// A positive whole number followed by ms, s, m or h; nullopt for anything
+// A positive whole number followed by ms, s, m, h or d (24 h); nullopt for anything
 // else (no unit, zero, negative, fractional, overflow).
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 

@@ -25,6 +25,8 @@ enum class event_kind {
   results_dropped,  // a fetch was dropped (spool full or unwritable): lost
   warning,          // something an operator should fix (e.g. TLS checks off)
   stopping,         // shutdown began
+  // Old rows of the fetch log were deleted (rows: how many).
+  fetch_log_pruned,
 };
 
 enum class severity { debug, info, notice, warning, error };

@@ -39,6 +39,18 @@ struct pool_settings {
   std::chrono::milliseconds statement_timeout{30'000};
   std::chrono::milliseconds reconnect_min{250};
   std::chrono::milliseconds reconnect_max{30'000};
+  // The fetch log beside the table (fetch_log.hpp): every fetch, failures
+  // included, gets its row there. Each connection checks at connect that the
+  // log is there; where it is not (a database migrated by an older version)
+  // the pool warns once and commits the statistics without it. Rows older
+  // than the retention are pruned at start and every `prune_every`, in
+  // batches of `prune_batch` with `prune_pause` between them, over a
+  // connection of the pruning's own.
+  bool fetch_log = false;
+  std::chrono::milliseconds fetch_log_retention{30LL * 86'400'000};
+  std::chrono::milliseconds prune_every{3'600'000};
+  std::size_t prune_batch = 1000;
+  std::chrono::milliseconds prune_pause{100};
   // Called whenever a connection comes up (first connect and reconnects).
   std::function<void()> connected;
   // Called after each commit transaction (a batch of one or more fetches,
@@ -66,6 +78,10 @@ class pool {
   // Fetches queued (not being committed), and the memory they hold.
   std::size_t queued() const;
   std::size_t queued_bytes() const;
+  // Whether fetches are logged: configured, and the last connection made
+  // found the fetch log there (true until a connection has looked). A
+  // failed fetch is worth submitting only then.
+  bool fetch_log() const;
   // Connections that are up, and those of them in a commit.
   std::size_t connected() const;
   std::size_t busy() const;

@@ -24,6 +24,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -46,11 +47,27 @@ class table_name {
   std::string schema_, name_;
 };
 
-// Creates the table (and nothing else) if it does not exist, under an
-// advisory lock so that concurrent migrations do not race; then checks it.
-// Returns true when it created the table.
-boost::asio::awaitable<outcome<bool>> async_migrate(connection& conn, const table_name& table,
-                                                    deadline until);
+// Where a commit writes: the statistics table and, when in use, the fetch
+// log beside it (fetch_log.hpp). With a fetch log, every record also gets
+// its log row, in the same transaction as its statistics; a record without
+// rows (a failed fetch) gets only its log row.
+struct commit_tables {
+  table_name statistics;
+  std::optional<table_name> fetch_log;
+};
+
+// What async_migrate created (false: it was there already).
+struct migrated {
+  bool table = false;
+  bool fetch_log = false;
+};
+
+// Creates the table if it does not exist, and the fetch log and its view
+// beside it (fetch_log.hpp) if they do not, under an advisory lock so that
+// concurrent migrations do not race; then checks the table. An existing
+// table (the original's, or one made by an older version) is left as it is.
+boost::asio::awaitable<outcome<migrated>> async_migrate(connection& conn, const table_name& table,
+                                                        deadline until);
 
 // Fails, naming what is missing, unless the table can take our commits.
 boost::asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_name& table,
@@ -89,11 +106,19 @@ inline constexpr std::size_t copy_min_rows = 100;
 
 // Commits every row of `record` in one transaction; returns how many rows
 // were new (0 when the same fetch was committed before). A key containing a
-// NUL character fails permanently without a round trip.
+// NUL character fails permanently without a round trip. The overloads
+// without commit_tables write no fetch log. With one, the log row goes in
+// the same transaction: in the statement itself (a data-modifying WITH) for
+// unnest, or inserted after a BEGIN, in the round trip before the COPY, which
+// then ends with the COMMIT.
 boost::asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const table_name& table,
                                                           const fetch_record& record,
                                                           deadline until);
 boost::asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const table_name& table,
+                                                          const fetch_record& record,
+                                                          deadline until, commit_path path);
+boost::asio::awaitable<outcome<std::size_t>> async_commit(connection& conn,
+                                                          const commit_tables& tables,
                                                           const fetch_record& record,
                                                           deadline until, commit_path path);
 
@@ -146,6 +171,9 @@ boost::asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     deadline until);
 boost::asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     connection& conn, const table_name& table, std::span<const fetch_record* const> records,
+    deadline until, batch_path path);
+boost::asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
+    connection& conn, const commit_tables& tables, std::span<const fetch_record* const> records,
     deadline until, batch_path path);
 
 // ISO 8601 in UTC with microseconds: "2026-11-27 21:24:10.123456+00".
