@@ -747,8 +747,10 @@ TEST_CASE(
     reply r;
     CHECK(test::eventually(
         [&] {
+          // Before its configuration is in force the daemon is not ready
+          // either, for another reason: wait for this one.
           r = d.get("/readyz");
-          return r.status == 503;
+          return r.status == 503 && r.body.find("[-]storage") != std::string::npos;
         },
         15s));
     INFO(d.daemon().log_text());
