@@ -5,7 +5,8 @@
 // gzip bomb, redirect loops, a huge key, invalid UTF-8, a truncated
 // document) that the client has to survive. It also echoes
 // request headers, serves files gzip- and deflate-encoded, tells how many
-// requests a connection has served, and can require client certificates.
+// requests a connection has served, serves a document only a set number of
+// times (/stats-times?n=N), and can require client certificates.
 //
 //   gatherstats-test-server [--listen ADDR] [--port N] [--tls CERT_PEM KEY_PEM]
 //                           [--client-ca CA_PEM] [--root DIR]
@@ -398,6 +399,15 @@ class session {
       co_return co_await send(req, 200, R"({"requests":)" + to_string(seen) + "}");
     if (path == "/stats") co_return co_await send(req, 200, stats_document(seen));
     if (path == "/headers") co_return co_await send(req, 200, headers_document(req));
+    if (path == "/stats-times") {
+      // The document for the first `n` requests to this path, then 410 for
+      // good: a daemon's count of committed fetches stops at a known value.
+      const auto times = query_number(target, "n");
+      if (!times) co_return co_await bad_request(req);
+      if (state_.by_path[std::string(path)] > *times)
+        co_return co_await send(req, 410, R"({"error":"no more"})");
+      co_return co_await send(req, 200, stats_document(seen));
+    }
     if (path == "/auth-length") {
       // A number, so the daemon can store it: shows which credential arrived
       // without the test server echoing the secret itself.
