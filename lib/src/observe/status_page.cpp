@@ -119,7 +119,8 @@ std::string time_cell(std::optional<timestamp> t, timestamp now) {
 constexpr const char* style = R"(
 :root{color-scheme:light dark;--ok:#1a7f37;--bad:#cf222e;--wait:#9a6700;--line:#8884}
 body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;padding:1rem;max-width:90rem}
-h1{font-size:1.3rem;margin:.2rem 0 1rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
+h1{font-size:1.3rem;margin:.2rem 0 .3rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
+.summary{margin:0 0 1rem}.layout{display:flex;flex-direction:column}.card h2{margin-top:0}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:0}
 dl.facts dt{font-weight:600}dl.facts dd{margin:0;overflow-wrap:anywhere}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem}
@@ -130,6 +131,7 @@ td.url,td.error{overflow-wrap:anywhere;max-width:28rem}
 .state{font-weight:600}.ok .state,.up{color:var(--ok)}.failing .state,.down{color:var(--bad)}
 .pending .state{color:var(--wait)}
 @media (max-width:48rem){
+ #endpoint-list{order:-1;margin-bottom:1rem}
  table,tbody,tr,td{display:block;width:auto}thead{display:none}
  tr{border:1px solid var(--line);border-radius:.4rem;margin:0 0 .8rem;padding:.3rem}
  td{border:0;padding:.15rem .3rem}td::before{content:attr(data-label) ": ";font-weight:600}
@@ -153,6 +155,20 @@ std::string render_status_html(const daemon_status& s, timestamp now) {
        " failing</title><style>";
   h += style;
   h += "</style></head><body>\n<h1>gatherstatsd " + escape_html(s.version) + "</h1>\n";
+  // What a glance needs, first on every screen.
+  std::size_t pending = 0;
+  for (const auto& e : s.endpoints)
+    if (!e.last_fetch) ++pending;
+  h += "<p class=\"summary\" id=\"summary\"><span class=\"" +
+       std::string(failing > 0 ? "down" : "up") + "\">" + std::to_string(failing) + " of " +
+       std::to_string(s.endpoints.size()) + " endpoints failing</span>";
+  if (pending > 0) h += ", " + std::to_string(pending) + " not fetched yet";
+  h += std::string(" · database <span class=\"") + (s.database.up ? "up\">up" : "down\">down") +
+       "</span> · spool <span class=\"" +
+       (s.spool.usable ? (s.spool.full ? "down\">full" : "up\">usable") : "down\">not usable") +
+       "</span>";
+  if (s.spool.fetches > 0) h += " (" + std::to_string(s.spool.fetches) + " waiting)";
+  h += "</p>\n<div class=\"layout\">\n";
 
   h += "<div class=\"cards\">\n<section class=\"card\" id=\"daemon\"><h2>Daemon</h2><dl "
        "class=\"facts\">";
@@ -198,7 +214,8 @@ std::string render_status_html(const daemon_status& s, timestamp now) {
        std::to_string(dropped) + " fetches</dd>";
   h += "</dl></section>\n</div>\n";
 
-  h += "<h2>Endpoints (" + std::to_string(s.endpoints.size()) + ", " + std::to_string(failing) +
+  h += "<section id=\"endpoint-list\"><h2>Endpoints (" + std::to_string(s.endpoints.size()) + ", " +
+       std::to_string(failing) +
        " failing)</h2>\n<table id=\"endpoints\"><thead><tr><th>Name</th><th>State</th><th>URL</"
        "th><th>Interval</th><th>Last fetch</th><th>Duration</th><th>Rows</th><th>Last "
        "error</th><th>Last success</th></tr></thead><tbody>\n";
@@ -226,7 +243,7 @@ std::string render_status_html(const daemon_status& s, timestamp now) {
     h += success;
     h += "</tr>\n";
   }
-  h += "</tbody></table>\n<p><a href=\"metrics\">metrics</a> · <a "
+  h += "</tbody></table></section>\n</div>\n<p><a href=\"metrics\">metrics</a> · <a "
        "href=\"api/v1/status\">status as JSON</a> · <a href=\"readyz?verbose\">readiness</a> · "
        "generated " +
        to_iso8601(now) + "</p>\n</body></html>\n";
