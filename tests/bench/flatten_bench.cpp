@@ -9,6 +9,7 @@
 #include "gatherstats/json/flatten.hpp"
 
 #include "documents.hpp"
+#include "rate.hpp"
 
 #include <boost/json/parse.hpp>
 
@@ -19,22 +20,10 @@
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 
 using bench_documents::asset_counts;
 
-// Runs `work` repeatedly for about `seconds`; returns runs per second.
-template <class Work>
-double rate(double seconds, Work work) {
-  std::size_t runs = 0;
-  auto start = clock_type::now();
-  auto until = start + std::chrono::duration<double>(seconds);
-  while (clock_type::now() < until) {
-    work();
-    ++runs;
-  }
-  return runs / std::chrono::duration<double>(clock_type::now() - start).count();
-}
+using bench::rate;
 
 }  // namespace
 

@@ -8,6 +8,8 @@
 //   build/tests/bench/metrics_bench [ENDPOINTS] [SECONDS]
 #include "gatherstats/observe/status.hpp"
 
+#include "rate.hpp"
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -19,21 +21,10 @@
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 using namespace gatherstats;
 using namespace std::chrono_literals;
 
-template <class Work>
-double rate(double seconds, Work work) {
-  std::size_t runs = 0;
-  auto start = clock_type::now();
-  auto until = start + std::chrono::duration<double>(seconds);
-  while (clock_type::now() < until) {
-    work();
-    ++runs;
-  }
-  return runs / std::chrono::duration<double>(clock_type::now() - start).count();
-}
+using bench::rate;
 
 // A daemon's status with `n` endpoints: a tenth failing, all fetched.
 observe::daemon_status sample(std::size_t n) {

@@ -41,19 +41,10 @@ struct three_endpoints {
       out += "  - {name: e" + std::to_string(i) + ", url: \"" + all[i].url + "\", interval: 1s}\n";
     return out;
   }
-  long long requests(const endpoint& e) const {
-    auto body = test::http_get(server.url("/_count?path=" + e.path));  // {"requests":N}
-    return std::stoll(body.substr(body.find(':') + 1));
-  }
+  long long requests(const endpoint& e) const { return test::requests_served(server, e.path); }
 };
 
-long long spool_files(const fs::path& dir) {
-  long long n = 0;
-  if (!fs::exists(dir)) return 0;
-  for (const auto& f : fs::directory_iterator(dir))
-    if (f.path().extension() == ".rec") ++n;
-  return n;
-}
+using test::spool_files;
 
 // Fetches of `url` stored without their full set of rows.
 long long partial_fetches(const test::scratch_database& db, const std::string& url,

@@ -42,19 +42,10 @@ long long log_rows(const test::scratch_database& db, const std::string& where = 
   return number(db, "SELECT count(*) FROM gatherstats_fetch WHERE " + where);
 }
 
-// Requests the test server answered for `path`.
 long long requests(const test::test_server& server, const std::string& path) {
-  auto body = test::http_get(server.url("/_count?path=" + path));  // {"requests":N}
-  return std::stoll(body.substr(body.find(':') + 1));
+  return test::requests_served(server, path);
 }
-
-long long spool_files(const fs::path& dir) {
-  long long n = 0;
-  if (!fs::exists(dir)) return 0;
-  for (const auto& f : fs::directory_iterator(dir))
-    if (f.path().extension() == ".rec") ++n;
-  return n;
-}
+using test::spool_files;
 
 long long lines_with(const std::string& text, const std::string& what) {
   long long n = 0;

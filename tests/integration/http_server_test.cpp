@@ -7,6 +7,7 @@
 // reconfiguration to another address, bind failures and stop().
 #include "gatherstats/observe/http_server.hpp"
 #include "gatherstats/http/client.hpp"
+#include "support/daemon.hpp"
 #include "support/test_env.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -243,24 +244,8 @@ std::string get(const std::string& target, const std::string& extra = "") {
   return "GET " + target + " HTTP/1.1\r\nHost: test\r\n" + extra + "\r\n";
 }
 
-std::string base64(std::string_view in) {
-  static constexpr char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  for (std::size_t i = 0; i < in.size(); i += 3) {
-    unsigned n = static_cast<unsigned char>(in[i]) << 16;
-    if (i + 1 < in.size()) n |= static_cast<unsigned char>(in[i + 1]) << 8;
-    if (i + 2 < in.size()) n |= static_cast<unsigned char>(in[i + 2]);
-    out += alphabet[(n >> 18) & 63];
-    out += alphabet[(n >> 12) & 63];
-    out += i + 1 < in.size() ? alphabet[(n >> 6) & 63] : '=';
-    out += i + 2 < in.size() ? alphabet[n & 63] : '=';
-  }
-  return out;
-}
-
 std::string basic(const std::string& user, const std::string& password) {
-  return "Authorization: Basic " + base64(user + ":" + password) + "\r\n";
+  return "Authorization: Basic " + test::base64(user + ":" + password) + "\r\n";
 }
 
 // A bcrypt hash as `htpasswd -B` makes one, at a low cost to be quick.

@@ -788,23 +788,7 @@ TEST_CASE("observe: the listener over TLS with basic auth: 401 without credentia
   db.migrate();
   test::test_server server;
   const std::string password = "observe-test-password";
-  const std::string authorization = "Basic " + [&] {
-    // base64 of "prometheus:" + password
-    const std::string in = "prometheus:" + password;
-    static constexpr char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    for (std::size_t i = 0; i < in.size(); i += 3) {
-      unsigned n = static_cast<unsigned char>(in[i]) << 16;
-      if (i + 1 < in.size()) n |= static_cast<unsigned char>(in[i + 1]) << 8;
-      if (i + 2 < in.size()) n |= static_cast<unsigned char>(in[i + 2]);
-      out += alphabet[(n >> 18) & 63];
-      out += alphabet[(n >> 12) & 63];
-      out += i + 1 < in.size() ? alphabet[(n >> 6) & 63] : '=';
-      out += i + 2 < in.size() ? alphabet[n & 63] : '=';
-    }
-    return out;
-  }();
+  const std::string authorization = "Basic " + test::base64("prometheus:" + password);
   const auto url = [](std::uint16_t port, const std::string& path) {
     return "https://127.0.0.1:" + std::to_string(port) + path;  // the certificate names it
   };

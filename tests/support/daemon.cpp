@@ -53,6 +53,35 @@ std::string http_get(const std::string& url) {
   }(url));
 }
 
+long long requests_served(const test_server& server, const std::string& path) {
+  auto body = http_get(server.url("/_count?path=" + path));  // {"requests":N}
+  return std::stoll(body.substr(body.find(':') + 1));
+}
+
+long long spool_files(const std::filesystem::path& dir) {
+  long long n = 0;
+  if (!std::filesystem::exists(dir)) return 0;
+  for (const auto& f : std::filesystem::directory_iterator(dir))
+    if (f.path().extension() == ".rec") ++n;
+  return n;
+}
+
+std::string base64(std::string_view in) {
+  static constexpr char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); i += 3) {
+    unsigned n = static_cast<unsigned char>(in[i]) << 16;
+    if (i + 1 < in.size()) n |= static_cast<unsigned char>(in[i + 1]) << 8;
+    if (i + 2 < in.size()) n |= static_cast<unsigned char>(in[i + 2]);
+    out += alphabet[(n >> 18) & 63];
+    out += alphabet[(n >> 12) & 63];
+    out += i + 1 < in.size() ? alphabet[(n >> 6) & 63] : '=';
+    out += i + 2 < in.size() ? alphabet[n & 63] : '=';
+  }
+  return out;
+}
+
 long long peak_rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;

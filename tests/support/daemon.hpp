@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace test {
@@ -42,6 +43,15 @@ void check_every_tick_stored(const scratch_database& db, const std::string& endp
 
 // A GET from the test, for the test server's own counters (/_count...).
 std::string http_get(const std::string& url);
+
+// Requests the test server answered for `path` (its /_count route).
+long long requests_served(const test_server& server, const std::string& path);
+
+// Fetches waiting in a spool directory (its .rec files).
+long long spool_files(const std::filesystem::path& dir);
+
+// "user:password" in base64, as an HTTP basic Authorization value wants it.
+std::string base64(std::string_view in);
 
 // The peak resident set size of a running process (VmHWM), in KiB.
 long long peak_rss_kib(pid_t pid);
