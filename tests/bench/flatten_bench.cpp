@@ -20,7 +20,6 @@
 
 namespace {
 
-
 using bench_documents::asset_counts;
 
 using bench::rate;

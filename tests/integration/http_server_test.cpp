@@ -120,6 +120,7 @@ class running_server {
     const auto until = steady::now() + limit;
     while (connections() != n) {
       if (steady::now() >= until) return false;
+      // ok-sleep: polling interval of a deadline wait (the count is the server's)
       std::this_thread::sleep_for(5ms);
     }
     return true;

@@ -28,8 +28,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -199,6 +202,24 @@ class observed_daemon {
 };
 
 const std::string fast_defaults = "defaults: {interval: 1s, timeout: 900ms, retries: 0}\n";
+
+// "name{labels}" -> value of every sample of a scrape.
+std::map<std::string, std::string> samples(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    auto sp = line.rfind(' ');
+    out[line.substr(0, sp)] = line.substr(sp + 1);
+  }
+  return out;
+}
+
+double value(const std::map<std::string, std::string>& m, const std::string& key) {
+  auto found = m.find(key);
+  return found == m.end() ? -1 : std::stod(found->second);
+}
 
 // The value at a JSON pointer, or null when there is none.
 const boost::json::value* at(const boost::json::value& v, std::string_view pointer) {
@@ -818,4 +839,130 @@ TEST_CASE("observe: the listener over TLS with basic auth: 401 without credentia
   CHECK(d.get("/metrics").status == 0);
   d.daemon().stop_cleanly();
   CHECK(d.daemon().log_text().find(password) == std::string::npos);
+}
+
+TEST_CASE("observe: every endpoint's series exist from the start and follow its fetches",
+          "[observe]") {
+  test::scratch_database db;
+  db.migrate();
+  test::test_server server;
+  observed_daemon od(test::database_yaml(db) +
+                     "defaults: {interval: 1s, timeout: 900ms, retries: 0}\n"
+                     "endpoints:\n"
+                     "  - {name: good, url: \"" +
+                     server.url("/stats") +
+                     "\"}\n"
+                     "  - {name: missing, url: \"" +
+                     server.url("/status/404") +
+                     "\"}\n"
+                     "  - {name: hourly, url: \"" +
+                     server.url("/stats") + "\", interval: 1h, align: true}\n");
+  auto& d = od.daemon();
+  auto get = [&](const std::string& target) { return od.get(target); };
+  REQUIRE(get("/livez").status == 200);
+  std::map<std::string, std::string> m;
+  auto scraped = [&](auto condition) {
+    return test::eventually(
+        [&] {
+          m = samples(get("/metrics").body);
+          return condition();
+        },
+        15s);
+  };
+  // Not fetched yet: its series are there, at zero.
+  CHECK(samples(get("/metrics").body)
+            .at("gatherstatsd_endpoint_fetches_total{endpoint=\"hourly\"}") == "0");
+  bool fetched = scraped([&] {
+    return value(m, "gatherstatsd_endpoint_fetches_total{endpoint=\"good\"}") >= 2 &&
+           value(m, "gatherstatsd_endpoint_fetches_total{endpoint=\"missing\"}") >= 2 &&
+           value(m, "gatherstatsd_database_committed_fetches_total") >= 2;
+  });
+  INFO(d.log_text());
+  REQUIRE(fetched);
+  CHECK(m.at("gatherstatsd_endpoint_up{endpoint=\"good\"}") == "1");
+  CHECK(m.at("gatherstatsd_endpoint_up{endpoint=\"missing\"}") == "0");
+  CHECK(m.at("gatherstatsd_endpoint_up{endpoint=\"hourly\"}") == "0");
+  CHECK(m.at("gatherstatsd_endpoint_last_http_status{endpoint=\"missing\"}") == "404");
+  CHECK(m.at("gatherstatsd_endpoint_last_http_status{endpoint=\"good\"}") == "200");
+  CHECK(value(m, "gatherstatsd_endpoint_last_rows{endpoint=\"good\"}") > 0);
+  CHECK(m.at("gatherstatsd_endpoint_failures_total{endpoint=\"good\",reason=\"http_status\"}") ==
+        "0");
+  CHECK(m.at("gatherstatsd_endpoint_failures_total{endpoint=\"missing\",reason=\"http_status\"}") ==
+        m.at("gatherstatsd_endpoint_fetches_total{endpoint=\"missing\"}"));
+  CHECK(m.at("gatherstatsd_endpoint_last_success_timestamp_seconds{endpoint=\"missing\"}") == "0");
+  CHECK(m.at("gatherstatsd_database_up") == "1");
+  CHECK(m.at("gatherstatsd_spool_usable") == "1");
+  CHECK(m.at("gatherstatsd_config_last_reload_successful") == "1");
+  CHECK(m.count("process_resident_memory_bytes") == 1);
+  // No URL in the metrics: endpoints are named.
+  CHECK(get("/metrics").body.find("127.0.0.1") == std::string::npos);
+
+  auto ready = get("/readyz?verbose");
+  CHECK(ready.status == 200);
+  CHECK_THAT(ready.body, Catch::Contains("[+]storage ok"));
+  d.stop_cleanly();
+}
+
+TEST_CASE("observe: a reload adds and removes endpoints' series, and a rejected one is shown",
+          "[observe][reload]") {
+  test::scratch_database db;
+  db.migrate();
+  test::test_server server;
+  auto yaml = [&](const std::string& endpoints) {
+    return test::database_yaml(db) + "defaults: {interval: 1s, timeout: 900ms}\nendpoints:\n" +
+           endpoints;
+  };
+  const std::string a = "  - {name: a, url: \"" + server.url("/stats") + "\"}\n";
+  const std::string b = "  - {name: b, url: \"" + server.url("/stats?b") + "\"}\n";
+  observed_daemon od(yaml(a));
+  auto& d = od.daemon();
+  auto get = [&](const std::string& target) { return od.get(target); };
+  // What a reload writes keeps the listener where it is.
+  auto with = [&](const std::string& endpoints) {
+    return yaml(endpoints) + "metrics:\n  listen: \"127.0.0.1:" + std::to_string(od.port()) +
+           "\"\n";
+  };
+  const std::string a_up = "gatherstatsd_endpoint_up{endpoint=\"a\"}";
+  const std::string b_fetches = "gatherstatsd_endpoint_fetches_total{endpoint=\"b\"}";
+  REQUIRE(test::eventually([&] { return samples(get("/metrics").body).count(a_up); }, 10s));
+  CHECK(samples(get("/metrics").body).count(b_fetches) == 0);
+
+  std::ofstream(d.config) << with(a + b);
+  ::kill(d.process->pid(), SIGHUP);
+  CHECK(test::eventually([&] { return samples(get("/metrics").body).count(b_fetches); }, 10s));
+
+  std::ofstream(d.config) << with(b);
+  ::kill(d.process->pid(), SIGHUP);
+  CHECK(test::eventually([&] { return !samples(get("/metrics").body).count(a_up); }, 10s));
+
+  const std::string ok = "gatherstatsd_config_last_reload_successful";
+  std::ofstream(d.config) << "endpoints: [ this is not: valid\n";
+  ::kill(d.process->pid(), SIGHUP);
+  CHECK(test::eventually([&] { return samples(get("/metrics").body)[ok] == "0"; }, 10s));
+  auto page = get("/");
+  CHECK_THAT(page.body, Catch::Contains("failed: "));
+  // b goes on under the configuration in force.
+  CHECK(samples(get("/metrics").body).count(b_fetches) == 1);
+
+  std::ofstream(d.config) << with(b);
+  ::kill(d.process->pid(), SIGHUP);
+  CHECK(test::eventually([&] { return samples(get("/metrics").body)[ok] == "1"; }, 10s));
+  d.stop_cleanly();
+}
+
+TEST_CASE("observe: a listener that cannot bind stops the start with the address and the reason",
+          "[observe]") {
+  test::scratch_database db;
+  test::test_server server;
+  // The test server's port is taken.
+  const std::string taken = server.url("/").substr(std::string("http://localhost:").size());
+  const std::string port = taken.substr(0, taken.find('/'));
+  test::daemon_process d(test::database_yaml(db) + "metrics: {listen: \"127.0.0.1:" + port +
+                         "\"}\nendpoints:\n  - {name: a, url: \"" + server.url("/stats") + "\"}\n");
+  auto code = d.process->signal_and_wait(0, 10s);
+  // signal 0 only waits; the daemon must have exited by itself.
+  REQUIRE(code.has_value());
+  CHECK(*code == 1);
+  CHECK_THAT(d.log_text(), Catch::Contains("metrics.listen: cannot listen on 127.0.0.1:" + port +
+                                           ": Address already in use"));
 }
