@@ -85,6 +85,8 @@ const char* kind_field(event_kind kind) {
       return "stopping";
     case event_kind::fetch_log_pruned:
       return "fetch_log_pruned";
+    case event_kind::no_spool:
+      return "no_spool";
   }
   return "event";
 }
@@ -238,6 +240,8 @@ const char* message_id(event_kind kind) {
       return "057c92539d9447eba28cbf5a4e96eb77";
     case event_kind::fetch_log_pruned:
       return "5d0a3c6e8b1f4e27a9c4f1b2d7e60a93";
+    case event_kind::no_spool:
+      return "50725bea1680414f93aebde9c1786ec4";
   }
   return "ccd200219c684a7482ece36e48fcf31d";
 }

@@ -36,6 +36,8 @@ std::string status_line(const gatherstats::collector_status& s,
   line += std::to_string(s.spooled) + " spooled, ";
   line += count(s.connections, "db connection", "db connections");
   if (s.dropped > 0) line += ", " + std::to_string(s.dropped) + " dropped";
+  if (s.skipped > 0) line += ", " + std::to_string(s.skipped) + " ticks skipped";
+  if (!s.spool_usable) line += ", NO SPOOL";
   return line;
 }
 

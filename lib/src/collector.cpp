@@ -20,6 +20,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 
 namespace asio = boost::asio;
 
@@ -59,6 +60,8 @@ const char* log::to_string(event_kind kind) {
       return "stopping";
     case event_kind::fetch_log_pruned:
       return "fetch log pruned";
+    case event_kind::no_spool:
+      return "no spool";
   }
   return "event";
 }
@@ -88,6 +91,10 @@ struct dropped_fetch {
 // What one pass of spool work on the blocking thread reports back.
 struct spool_report {
   std::size_t written = 0;
+  // Copies of fetches still in memory (by memory_id): the entry written, or
+  // 0 where the write failed.
+  std::vector<std::pair<std::uint64_t, spool::entry_id>> copied;
+  std::string copy_problem;  // why the last copy failed
   std::vector<dropped_fetch> dropped;
   bool full = false;          // refused: full under when_full: stop_fetching
   std::uint64_t waiting = 0;  // spooled entries not yet back in memory
@@ -140,22 +147,41 @@ struct collector::state {
   bool spool_full = false;          // when_full: stop_fetching and it refused
   bool feeding = false;             // a spooled fetch is being read back
   bool stopping = false;
+  // Fetches moved to the spool in the batch the writer is writing.
+  std::size_t moves_writing = 0;
+
+  // Durable before it waits (docs/reliability.md): a fetch that has waited
+  // in memory longer than spool.memory_max_wait gets a copy in the spool; the
+  // copy goes once the fetch is committed. By memory_id:
+  struct copy_state {
+    spool::entry_id id = 0;  // its entry, once written (0: not yet, or the write failed)
+    bool writing = true;     // the write is under way
+    bool settled = false;    // committed (or refused) while the write was under way
+  };
+  std::map<std::uint64_t, copy_state> copies;
+  std::vector<fetch_record> to_copy;  // copies waiting to be written
+  std::uint64_t next_memory_id = 1;
+  bool guard_idle = false;
+  bool copying_reported = false;  // said that copies are being made (once per episode)
   // --once --dry-run: every fetch goes here instead of to a pool.
   std::function<void(fetch_record)> dry_run;
   asio::steady_timer feeder_wake;  // never expires; cancel() wakes the feeder
   asio::steady_timer writer_idle;  // cancelled when the writer finishes
+  asio::steady_timer guard_wake;   // never expires; cancel() wakes the guard
   // Only ever touched on the blocking pool's single thread: the spool, the
   // newest entry fed back into memory, and its own count of the rest.
   std::unique_ptr<spool::directory_spool> spool;
   spool::entry_id spool_fed_upto = 0;
   std::uint64_t spool_unfed = 0;
+  std::set<spool::entry_id> copy_ids;  // entries that are copies of fetches in memory
 
   state(asio::any_io_executor e, asio::any_io_executor b, log::event_sink ev)
       : ex(e),
         blocking(b),
         events(std::move(ev)),
         feeder_wake(e, steady::time_point::max()),
-        writer_idle(e, steady::time_point::max()) {}
+        writer_idle(e, steady::time_point::max()),
+        guard_wake(e, steady::time_point::max()) {}
 
   void emit(log::event e) {
     if (events) events(e);
@@ -176,6 +202,9 @@ struct collector::state {
   // pause (and log) at every spooled fetch.
   static constexpr std::size_t min_spool_backlog = 1 << 20;
   std::size_t spool_backlog_max() const { return std::max(memory_max() / 2, min_spool_backlog); }
+  std::chrono::milliseconds memory_max_wait() const {
+    return current ? current->spool.memory_max_wait : config::spool_config{}.memory_max_wait;
+  }
 
   // Every fetch a poller makes comes here. It goes to the pool's queue in
   // memory, unless that is past spool.memory_max_bytes or older fetches are
@@ -191,20 +220,27 @@ struct collector::state {
     ++dropped_by[static_cast<std::size_t>(why)];
   }
 
+  // A fetch waits in memory only while a database connection is up to take
+  // it; otherwise, past spool.memory_max_bytes, or behind fetches already on
+  // disk (so that commits stay oldest first), it goes to the spool.
   void accept(fetch_record r, std::shared_ptr<state> self) {
     observe_fetch(r);
     if (!pool) return;
     // A failed fetch has nothing to store but its row in the fetch log.
     if (!r.outcome.ok() && !pool->fetch_log()) return;
-    bool over = pool->queued_bytes() + memory_bytes(r) > memory_max();
-    if (spool_open && (over || spool_waiting > 0 || !to_spool.empty() || writer_running)) {
-      bool first = spool_waiting == 0 && to_spool.empty() && !writer_running;
-      if (first) {
+    r.memory_id = next_memory_id++;
+    r.accepted = steady::now();
+    const bool over = pool->queued_bytes() + memory_bytes(r) > memory_max();
+    const bool away = pool->connected() == 0;
+    const bool behind = spool_waiting > 0 || !to_spool.empty() || moves_writing > 0;
+    if (spool_open && (over || away || behind)) {
+      if (!behind) {
         log::event e{log::event_kind::results_spooled, log::severity::notice};
         e.detail = over ? "the fetches waiting in memory reached spool.memory_max_bytes (" +
                               std::to_string(memory_max()) +
                               "); new fetches go to the spool until the database takes them"
-                        : "new fetches go to the spool behind the ones already there";
+                        : "no database connection is up: new fetches go to the spool until "
+                          "one is";
         emit(e);
       }
       spool_backlog_bytes += memory_bytes(r);
@@ -219,10 +255,7 @@ struct collector::state {
                    "catches up";
         emit(e);
       }
-      if (!writer_running) {
-        writer_running = true;
-        asio::co_spawn(ex, async_write_spool(self), asio::detached);
-      }
+      start_writer(self);
       return;
     }
     if (over) {
@@ -233,13 +266,83 @@ struct collector::state {
       return;
     }
     pool->submit(std::move(r));
+    if (guard_idle) guard_wake.cancel();
   }
 
-  // Writes `records` to the spool on the blocking thread.
+  // Fetches that have waited in memory longer than spool.memory_max_wait
+  // (queued, or in a commit that has not answered) get a copy in the spool.
+  void copy_overdue(std::shared_ptr<state> self) {
+    if (!pool || !spool_open) return;
+    const auto due = steady::now() - memory_max_wait();
+    std::size_t found = 0;
+    pool->for_each_pending([&](const fetch_record& r) {
+      if (r.spool_id != 0 || r.memory_id == 0 || r.accepted > due) return;
+      if (!copies.try_emplace(r.memory_id).second) return;
+      spool_backlog_bytes += memory_bytes(r);
+      to_copy.push_back(r);
+      ++found;
+    });
+    if (found == 0) return;
+    if (!copying_reported) {
+      copying_reported = true;
+      log::event e{log::event_kind::results_spooled, log::severity::info};
+      e.rows = found;
+      e.detail = std::to_string(found) + " fetch(es) waited longer than spool.memory_max_wait (" +
+                 std::to_string(memory_max_wait().count()) +
+                 " ms) for a commit: each is copied to the spool until it is committed";
+      emit(e);
+    }
+    start_writer(self);
+  }
+
+  void start_writer(std::shared_ptr<state> self) {
+    if (writer_running) return;
+    writer_running = true;
+    asio::co_spawn(ex, async_write_spool(self), asio::detached);
+  }
+
+  // Watches the fetches waiting in memory while there are any.
+  static asio::awaitable<void> async_guard(std::shared_ptr<state> s) {
+    asio::steady_timer pause(s->ex);
+    while (!s->stopping) {
+      if (!s->pool || s->pool->pending() == 0) {
+        s->copying_reported = false;
+        s->guard_idle = true;
+        co_await s->guard_wake.async_wait(use_nothrow);
+        s->guard_idle = false;
+        continue;
+      }
+      pause.expires_after(
+          std::max<steady::duration>(s->memory_max_wait() / 4, std::chrono::milliseconds(50)));
+      co_await pause.async_wait(use_nothrow);
+      if (!s->stopping) s->copy_overdue(s);
+    }
+  }
+
+  // Writes `records` to the spool on the blocking thread, then `copies`
+  // (fetches that stay in memory: a failure loses nothing).
   static asio::awaitable<spool_report> async_store(std::shared_ptr<state> s,
-                                                   std::vector<fetch_record> records) {
-    auto store_all = [s, &records]() -> spool_report {
+                                                   std::vector<fetch_record> records,
+                                                   std::vector<fetch_record> copies = {}) {
+    auto store_all = [s, &records, &copies]() -> spool_report {
       spool_report out;
+      for (const auto& r : copies) {
+        outcome<spool::store_result> stored = failure::permanent("there is no spool");
+        if (s->spool) stored = s->spool->store(r, s->spool_fed_upto, &s->copy_ids);
+        if (!stored) {
+          out.copied.emplace_back(r.memory_id, 0);
+          out.copy_problem = stored.error().message;
+          continue;
+        }
+        s->copy_ids.insert(stored->id);
+        out.copied.emplace_back(r.memory_id, stored->id);
+        for (const auto& d : stored->dropped) {
+          --s->spool_unfed;
+          out.dropped.push_back({observe::drop_reason::spool_full,
+                                 "spooled fetch at " + to_iso8601(d.fetched_at) + " (" + d.path +
+                                     ") dropped to make room: the spool is at max_bytes"});
+        }
+      }
       for (const auto& r : records) {
         std::string what = "fetch of " + r.name + " at " + to_iso8601(r.fetched_at);
         if (!s->spool) {
@@ -247,7 +350,7 @@ struct collector::state {
               {observe::drop_reason::no_spool, what + " dropped: there is no spool"});
           continue;
         }
-        auto stored = s->spool->store(r, s->spool_fed_upto);
+        auto stored = s->spool->store(r, s->spool_fed_upto, &s->copy_ids);
         if (!stored) {
           // The spool's wording for a refusal under full_policy::stop.
           bool full = stored.error().message.find(" is full (") != std::string::npos;
@@ -273,10 +376,32 @@ struct collector::state {
     co_return co_await io::async_run_blocking<spool_report>(s->blocking, store_all);
   }
 
-  void report(const spool_report& r) {
+  void report(const spool_report& r, std::shared_ptr<state> self) {
     spool_waiting = r.waiting;
     spool_now = r.gauges;
     spool_written += r.written;
+    for (auto [memory_id, id] : r.copied) {
+      auto found = copies.find(memory_id);
+      if (found == copies.end()) continue;
+      auto& c = found->second;
+      c.writing = false;
+      c.id = id;
+      if (id != 0) ++spool_written;
+      // Committed meanwhile: the copy is not needed. A failed copy stays
+      // listed (as not on disk) until its fetch is committed: not retried.
+      if (c.settled) {
+        if (id != 0) asio::co_spawn(ex, async_unspool(self, id, {}), asio::detached);
+        copies.erase(found);
+      }
+    }
+    if (!r.copy_problem.empty()) {
+      log::event e{log::event_kind::warning, log::severity::warning};
+      e.error = r.copy_problem;
+      e.detail =
+          "a fetch waiting for the database could not be copied to the spool; it waits "
+          "in memory only";
+      emit(e);
+    }
     for (const auto& d : r.dropped) {
       count_drop(d.reason);
       emit_error(log::event_kind::results_dropped, {}, d.why);
@@ -300,16 +425,20 @@ struct collector::state {
 
   // Writes what accept() queued for the spool, in order, in batches.
   static asio::awaitable<void> async_write_spool(std::shared_ptr<state> s) {
-    while (!s->to_spool.empty()) {
+    while (!s->to_spool.empty() || !s->to_copy.empty()) {
       // Nothing else is on its way to the spool while the writer takes all
       // that waits: the backlog is this batch.
       const std::size_t bytes = s->spool_backlog_bytes;
       std::vector<fetch_record> batch(std::make_move_iterator(s->to_spool.begin()),
                                       std::make_move_iterator(s->to_spool.end()));
       s->to_spool.clear();
-      auto result = co_await async_store(s, std::move(batch));
+      std::vector<fetch_record> copies = std::move(s->to_copy);
+      s->to_copy.clear();
+      s->moves_writing = batch.size();
+      auto result = co_await async_store(s, std::move(batch), std::move(copies));
+      s->moves_writing = 0;
       s->spool_backlog_bytes -= bytes;
-      s->report(result);
+      s->report(result, s);
       s->feeder_wake.cancel();
       if (s->spool_behind && s->spool_backlog_bytes <= s->spool_backlog_max() / 2) {
         s->spool_behind = false;
@@ -339,6 +468,11 @@ struct collector::state {
       };
       auto next = [s]() -> loaded {
         auto entry = s->spool ? s->spool->next_after(s->spool_fed_upto) : std::nullopt;
+        // Copies of fetches in memory are committed from there.
+        while (entry && s->copy_ids.contains(entry->id)) {
+          s->spool_fed_upto = entry->id;
+          entry = s->spool->next_after(entry->id);
+        }
         if (!entry) {
           s->spool_unfed = 0;
           return {failure::permanent(""), 0, spool_gauges::of(s->spool.get())};
@@ -369,6 +503,7 @@ struct collector::state {
     using removal = std::pair<outcome<void>, spool_gauges>;
     auto remove = [s, id]() -> removal {
       if (!s->spool) return {outcome<void>{}, spool_gauges{}};
+      s->copy_ids.erase(id);
       auto removed = s->spool->remove(id);
       return {std::move(removed), spool_gauges::of(s->spool.get())};
     };
@@ -388,6 +523,15 @@ struct collector::state {
                      std::shared_ptr<state> self) {
     if (record.spool_id != 0)
       asio::co_spawn(ex, async_unspool(self, record.spool_id, record.name), asio::detached);
+    if (auto copy = copies.find(record.memory_id); record.memory_id != 0 && copy != copies.end()) {
+      if (copy->second.writing) {
+        copy->second.settled = true;
+      } else {
+        if (copy->second.id != 0)
+          asio::co_spawn(ex, async_unspool(self, copy->second.id, record.name), asio::detached);
+        copies.erase(copy);
+      }
+    }
     feeder_wake.cancel();
     if (!result) {
       ++commit_failures;
@@ -491,11 +635,11 @@ asio::awaitable<void> async_open_spool(state_ptr s, config::spool_config cfg) {
   auto& opened = got.first;
   if (!opened) {
     s->spool_problem = opened.error().message;
-    log::event e{log::event_kind::warning, log::severity::error};
+    log::event e{log::event_kind::no_spool, log::severity::error};
     e.error = opened.error().message;
     e.detail =
-        "no spool: fetches past spool.memory_max_bytes, and those still waiting for the "
-        "database at shutdown, will be lost";
+        "fetches wait for the database in memory only: a kill, a crash or an outage longer "
+        "than spool.memory_max_bytes holds loses them";
     s->emit(e);
     co_return;
   }
@@ -509,14 +653,18 @@ asio::awaitable<void> async_open_spool(state_ptr s, config::spool_config cfg) {
     s->emit(e);
   }
   asio::co_spawn(s->ex, collector::state::async_feed(s), asio::detached);
+  asio::co_spawn(s->ex, collector::state::async_guard(s), asio::detached);
 }
 
 // At shutdown: what the database did not take goes to the spool (fetches
 // that came from the spool are still there). Returns how many were lost.
 asio::awaitable<std::size_t> async_spool_leftovers(state_ptr s, std::deque<fetch_record> left) {
   std::vector<fetch_record> to_store;
-  for (auto& r : left)
-    if (r.spool_id == 0) to_store.push_back(std::move(r));
+  for (auto& r : left) {
+    auto copy = s->copies.find(r.memory_id);
+    const bool copied = r.memory_id != 0 && copy != s->copies.end() && copy->second.id != 0;
+    if (r.spool_id == 0 && !copied) to_store.push_back(std::move(r));
+  }
   for (auto& r : s->to_spool) to_store.push_back(std::move(r));
   s->to_spool.clear();
   s->spool_backlog_bytes = 0;
@@ -529,7 +677,7 @@ asio::awaitable<std::size_t> async_spool_leftovers(state_ptr s, std::deque<fetch
                " fetch(es) written to the spool, to be committed at the next start";
     s->emit(e);
   }
-  s->report(result);
+  s->report(result, s);
   co_return result.dropped.size();
 }
 
@@ -543,6 +691,7 @@ collector::~collector() {
   for (auto& [name, p] : state_->pollers) p->stop();
   state_->stopping = true;
   state_->feeder_wake.cancel();
+  state_->guard_wake.cancel();
 }
 
 asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
@@ -668,6 +817,7 @@ asio::awaitable<std::size_t> collector::async_stop(steady::time_point until) {
   if (s->pool) left = co_await s->pool->async_drain(until);
   s->stopping = true;
   s->feeder_wake.cancel();
+  s->guard_wake.cancel();
   s->writer_idle.expires_at(steady::time_point::max());
   while (s->writer_running) co_await s->writer_idle.async_wait(use_nothrow);
   co_return co_await async_spool_leftovers(s, std::move(left));
@@ -729,6 +879,9 @@ collector_status collector::status() const {
     st.connections = state_->pool->connected();
   }
   st.spooled = state_->spool_waiting + state_->to_spool.size();
+  st.spool_usable = state_->spool_open && !state_->spool_unwritable;
+  for (const auto& [name, rec] : state_->endpoint_stats) st.skipped += rec.skipped_before;
+  for (const auto& [name, p] : state_->pollers) st.skipped += p->stats().skipped_ticks;
   st.dropped = state_->dropped;
   st.committed = state_->committed;
   st.last_commit = state_->last_commit;

@@ -34,6 +34,8 @@ struct collector_status {
   std::uint64_t dropped = 0;    // fetches lost since start (spool full or unwritable)
   std::size_t connections = 0;  // database connections up
   std::uint64_t committed = 0;  // fetches committed since start
+  std::uint64_t skipped = 0;    // ticks skipped since start (the previous fetch still ran)
+  bool spool_usable = true;     // false: no spool, or its last write failed
   std::chrono::steady_clock::time_point last_commit{};
 };
 

@@ -34,6 +34,10 @@ struct fetch_record {
   timestamp fetched_at;  // the instant the whole body was received, UTC (failures: when it failed)
   json::flat_rows rows;
   std::uint64_t spool_id = 0;  // its entry in the on-disk spool; 0: not spooled
+  // Bookkeeping of the daemon's memory, never stored: a number that names
+  // this record while it waits (0: none given), and when it began to wait.
+  std::uint64_t memory_id = 0;
+  std::chrono::steady_clock::time_point accepted{};
   fetch_outcome outcome;
 };
 

@@ -183,7 +183,7 @@ const std::vector<std::string_view> auth_keys = {"bearer_token_file", "username"
 const std::vector<std::string_view> tls_keys = {"ca_file", "cert_file", "key_file",
                                                 "insecure_skip_verify"};
 const std::vector<std::string_view> spool_keys = {"directory", "max_bytes", "memory_max_bytes",
-                                                  "when_full"};
+                                                  "memory_max_wait", "when_full"};
 const std::vector<std::string_view> metrics_keys = {
     "listen", "cert_file", "key_file", "client_ca_file", "basic_auth_users", "max_connections"};
 constexpr std::uint64_t max_listener_connections = 10'000;
@@ -488,6 +488,15 @@ class config_reader {
     }
     if (auto* e = m->get("memory_max_bytes")) {
       if (auto n = byte_size(*e, 1, max_spool)) spool.memory_max_bytes = *n;
+    }
+    if (auto* e = m->get("memory_max_wait")) {
+      if (auto d = duration(*e)) {
+        if (*d < milliseconds(100) || *d > milliseconds(3'600'000))
+          fail(e->value_at, "\"memory_max_wait\" must be between 100ms and 1h, not " +
+                                text(*e).value_or(""));
+        else
+          spool.memory_max_wait = *d;
+      }
     }
     if (auto* e = m->get("when_full")) {
       if (auto p =

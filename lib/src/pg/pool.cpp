@@ -39,7 +39,8 @@ struct pool::state {
   std::deque<fetch_record> queue;
   std::size_t queue_bytes = 0;  // memory_bytes() of what `queue` holds
   std::size_t in_flight = 0;
-  std::size_t busy = 0;  // connections in a commit
+  std::vector<const std::vector<fetch_record>*> batches;  // being committed, one per worker
+  std::size_t busy = 0;                                   // connections in a commit
   std::size_t connected = 0;
   bool stopping = false;
   bool outage_reported = false;
@@ -217,6 +218,7 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       batch.push_back(s->pop_front());
     }
     s->in_flight += batch.size();
+    s->batches.push_back(&batch);
     ++s->busy;
     const auto started = steady::now();
     auto results =
@@ -224,6 +226,7 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
                                   steady::now() + s->settings.statement_timeout + client_slack);
     --s->busy;
     s->in_flight -= batch.size();
+    std::erase(s->batches, &batch);
     if (s->settings.committed_batch) s->settings.committed_batch(steady::now() - started);
 
     // The fetch log gone under a running daemon (dropped): the statistics go
@@ -349,6 +352,12 @@ void pool::submit(fetch_record record) {
 }
 
 std::size_t pool::busy() const { return state_->busy; }
+
+void pool::for_each_pending(const std::function<void(const fetch_record&)>& visit) const {
+  for (const auto* batch : state_->batches)
+    for (const auto& r : *batch) visit(r);
+  for (const auto& r : state_->queue) visit(r);
+}
 
 std::size_t pool::pending() const { return state_->queue.size() + state_->in_flight; }
 std::size_t pool::connected() const { return state_->connected; }

@@ -205,7 +205,8 @@ outcome<void> directory_spool::scan() {
   return {};
 }
 
-outcome<store_result> directory_spool::store(const fetch_record& record, entry_id in_use_upto) {
+outcome<store_result> directory_spool::store(const fetch_record& record, entry_id in_use_upto,
+                                             const std::set<entry_id>* also_in_use) {
   auto encoded = encode_record(record);
   if (!encoded) return encoded.error();
   const std::string& bytes = *encoded;
@@ -259,6 +260,10 @@ outcome<store_result> directory_spool::store(const fetch_record& record, entry_i
   // the spool is then over its bound until a later store drops more.
   for (auto it = index_.upper_bound(in_use_upto);
        it != index_.end() && bytes_ + size > max_bytes_;) {
+    if (also_in_use && also_in_use->contains(it->first)) {
+      ++it;
+      continue;
+    }
     if (::unlinkat(dir_fd_, name_of(it->second).c_str(), 0) != 0 && errno != ENOENT) break;
     bytes_ -= it->second.bytes;
     result.dropped.push_back(std::move(it->second));

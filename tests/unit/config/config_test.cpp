@@ -125,6 +125,7 @@ spool:
   directory: /var/tmp/spool
   max_bytes: 2GiB
   memory_max_bytes: 1048576
+  memory_max_wait: 500ms
   when_full: stop_fetching
 metrics:
   listen: "[::1]:9187"
@@ -193,6 +194,7 @@ shutdown_grace: 30s
   CHECK(c.spool.directory == "/var/tmp/spool");
   CHECK(c.spool.max_bytes == std::size_t{2} << 30);
   CHECK(c.spool.memory_max_bytes == 1048576);
+  CHECK(c.spool.memory_max_wait == 500ms);
   CHECK(c.spool.when_full == spool_full_policy::stop_fetching);
   CHECK(c.metrics.listen == "[::1]:9187");
   CHECK(c.max_concurrent_fetches == 8);
@@ -298,6 +300,8 @@ TEST_CASE("impossible values are errors", "[config]") {
         "test.yaml:4:14: \"retries\" must be between 0 and 10, not 11");
   CHECK(error_of(endpoint_with("    retries: 99999999999999999999999\n")) ==
         "test.yaml:4:14: \"retries\" must be between 0 and 10, not 99999999999999999999999");
+  CHECK(error_of("spool: { memory_max_wait: 10ms }\n" + endpoint_with("")) ==
+        "test.yaml:1:27: \"memory_max_wait\" must be between 100ms and 1h, not 10ms");
   CHECK(error_of("database: { pool_size: 0 }\n" + endpoint_with("")) ==
         "test.yaml:1:24: \"pool_size\" must be between 1 and 64, not 0");
   CHECK(error_of("database: { pool_size: 65 }\n" + endpoint_with("")) ==

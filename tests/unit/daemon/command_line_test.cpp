@@ -201,4 +201,9 @@ TEST_CASE("the STATUS= line", "[cli][notify]") {
   CHECK(status_line(s, now) ==
         "1 endpoint, 1 failing, last commit 2s ago, 4 waiting, 3 spooled, 1 db connection, 7 "
         "dropped");
+  s.skipped = 5;
+  s.spool_usable = false;
+  CHECK(status_line(s, now) ==
+        "1 endpoint, 1 failing, last commit 2s ago, 4 waiting, 3 spooled, 1 db connection, 7 "
+        "dropped, 5 ticks skipped, NO SPOOL");
 }

@@ -81,6 +81,9 @@ struct spool_config {
   std::string directory = "/var/lib/gatherstats/spool";
   std::size_t max_bytes = std::size_t{1} << 30;
   std::size_t memory_max_bytes = std::size_t{64} << 20;  // results waiting in memory
+  // The longest a fetch waits in memory alone: past it, it is written to the
+  // spool too (docs/reliability.md).
+  milliseconds memory_max_wait{2'000};
   spool_full_policy when_full = spool_full_policy::drop_oldest;
   bool operator==(const spool_config&) const = default;
 };

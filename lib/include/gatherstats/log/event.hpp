@@ -27,6 +27,9 @@ enum class event_kind {
   stopping,         // shutdown began
   // Old rows of the fetch log were deleted (rows: how many).
   fetch_log_pruned,
+  // The spool cannot be used (at start): fetches waiting for the database
+  // are in memory only.
+  no_spool,
 };
 
 enum class severity { debug, info, notice, warning, error };

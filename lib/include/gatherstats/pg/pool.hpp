@@ -85,6 +85,9 @@ class pool {
   // Connections that are up, and those of them in a commit.
   std::size_t connected() const;
   std::size_t busy() const;
+  // Calls `visit` with every fetch queued or being committed, oldest first
+  // within each; the records must not be kept past the call.
+  void for_each_pending(const std::function<void(const fetch_record&)>& visit) const;
 
   // Waits until nothing is pending or `until` passes, then stops the workers
   // and closes the connections. Returns the fetches left uncommitted (the

@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -80,10 +81,11 @@ class directory_spool {
 
   // Durably stores `record`; when this returns a value the record survives a
   // crash or power loss. On failure nothing was stored and nothing dropped.
-  // Entries up to `in_use_upto` are being committed from memory: drop_oldest
-  // passes over them (the spool may then stay over its bound until they are
-  // removed).
-  outcome<store_result> store(const fetch_record& record, entry_id in_use_upto = 0);
+  // Entries up to `in_use_upto`, and those in `also_in_use`, are being
+  // committed from memory: drop_oldest passes over them (the spool may then
+  // stay over its bound until they are removed).
+  outcome<store_result> store(const fetch_record& record, entry_id in_use_upto = 0,
+                              const std::set<entry_id>* also_in_use = nullptr);
 
   // The oldest entry, or nullopt when the spool is empty. A failure means the
   // oldest file could not be read; if it was corrupt it has been moved aside,
