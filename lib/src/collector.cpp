@@ -395,6 +395,11 @@ struct collector::state {
       }
     }
     if (!r.copy_problem.empty()) {
+      // The spool's wording for a refusal under full_policy::stop: full, not broken.
+      if (r.copy_problem.find(" is full (") == std::string::npos) {
+        spool_unwritable = true;
+        spool_problem = r.copy_problem;
+      }
       log::event e{log::event_kind::warning, log::severity::warning};
       e.error = r.copy_problem;
       e.detail =
@@ -410,7 +415,9 @@ struct collector::state {
         spool_problem = d.why;
       }
     }
-    if (r.written > 0 && spool_unwritable) {
+    const bool copied_one =
+        std::any_of(r.copied.begin(), r.copied.end(), [](const auto& c) { return c.second != 0; });
+    if ((r.written > 0 || copied_one) && r.copy_problem.empty() && spool_unwritable) {
       spool_unwritable = false;
       spool_problem.clear();
     }
