@@ -28,7 +28,7 @@
 namespace gatherstats::sched {
 
 // The daemon's own descriptors besides the pool, the listener and fetches
-// (about 20 in use; the rest is margin for short-lived ones).
+// (about 13 in use; the rest is margin for short-lived ones).
 inline constexpr std::size_t own_descriptors = 64;
 
 // What the configuration asks for.
