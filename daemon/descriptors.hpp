@@ -9,10 +9,12 @@
 #include "gatherstats/config/config.hpp"
 #include "gatherstats/log/event.hpp"
 
-#include <boost/asio/execution_context.hpp>
-
 #include <cstdint>
 #include <string>
+
+namespace boost::asio {
+class execution_context;
+}
 
 namespace gatherstatsd {
 
@@ -22,9 +24,9 @@ struct descriptor_limit {
   std::string refused;  // why raising it failed (EPERM under the unit's filter); empty if not
 };
 
-// Raises the soft RLIMIT_NOFILE to the hard one. Under systemd the unit's
-// `SystemCallFilter=~@resources` refuses it: the limit is then the unit's
-// LimitNOFILE=.
+// Raises the soft RLIMIT_NOFILE to the hard one. Under the unit both are
+// its LimitNOFILE=, so there is nothing to raise; under a unit without it
+// (soft 1,024, hard higher) `SystemCallFilter=~@resources` refuses it.
 descriptor_limit raise_descriptor_limit();
 
 // The budget under the current soft limit (read again: `prlimit --pid`
