@@ -23,8 +23,11 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
 #include <fstream>
 #include <map>
+#include <string>
+#include <vector>
 
 namespace asio = boost::asio;
 using namespace gatherstats;
@@ -215,8 +218,8 @@ TEST_CASE(
   for (std::size_t i = 0; i < endpoints; ++i)
     yaml += "  - {name: " + names[i] + ", url: \"" + server.url(paths[i], "127.0.0.1") + "\"}\n";
 
-  // A hard limit of 1,024 as well: raising it is refused, as under the
-  // unit's system-call filter.
+  // A hard limit of 1,024 as well, so the daemon has nothing to raise it
+  // to (under the unit, its system-call filter forbids raising it).
   test::daemon_process d(yaml, {"/usr/bin/prlimit", "--nofile=1024:1024", "--"});
   REQUIRE(test::eventually(
       [&] { return open_files_limits(d.process->pid()).find("1024") != std::string::npos; }, 5s));
