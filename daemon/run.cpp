@@ -5,6 +5,7 @@
 // READY=1 around a SIGHUP, STOPPING=1 when a stop begins.
 #include "run.hpp"
 
+#include "descriptors.hpp"
 #include "dry_run.hpp"
 #include "log_sink.hpp"
 #include "notify.hpp"
@@ -21,7 +22,6 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <sys/resource.h>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -52,8 +52,10 @@ std::string joined(const std::vector<config::config_error>& errors) {
 asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::daemon_config cfg,
                             std::string path, asio::any_io_executor blocking,
                             log::event_sink events, service_notifier& notifier,
-                            status_listener& listener, daemon_facts& facts) {
+                            status_listener& listener, daemon_facts& facts,
+                            asio::execution_context& loop) {
   auto grace = cfg.shutdown_grace;
+  apply_descriptor_budget(cfg, loop, events);
   co_await c.async_apply(std::move(cfg));
   notifier.ready();
   for (;;) {
@@ -77,6 +79,7 @@ asio::awaitable<void> serve(collector& c, asio::signal_set& signals, config::dae
     }
     grace = loaded.config->shutdown_grace;
     auto metrics = loaded.config->metrics;
+    apply_descriptor_budget(*loaded.config, loop, events);
     co_await c.async_apply(std::move(*loaded.config));
     facts.last_reload_ok = true;
     facts.last_reload_error.clear();
@@ -113,14 +116,11 @@ int run_daemon(const run_options& options) {
     return 0;
   }
 
-  // Each endpoint keeps its connection open between fetches: raise the soft
-  // descriptor limit to the hard one (systemd's default soft limit, 1024,
-  // would stop the daemon at about a thousand endpoints; the event loop
-  // uses epoll, so large descriptor numbers are fine).
-  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
-    files.rlim_cur = files.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &files);
-  }
+  // Each endpoint keeps its connection open between fetches: the soft
+  // descriptor limit is raised to the hard one where that is allowed (not
+  // under the unit, whose LimitNOFILE= sets both); what the limit allows
+  // is shared out by apply_descriptor_budget() (descriptors.hpp).
+  const auto files = raise_descriptor_limit();
 
   asio::io_context io;
   asio::thread_pool blocking(1);
@@ -142,6 +142,13 @@ int run_daemon(const run_options& options) {
     if (e.kind == log::event_kind::fetch_failed)
       if (auto* r = result_named(*dry, e.endpoint)) r->error = e.error;
   };
+  if (!files.refused.empty() && files.soft < files.hard) {
+    log::event e{log::event_kind::warning, log::severity::notice};
+    e.detail = "the descriptor limit stays at " + std::to_string(files.soft) +
+               " (raising it to the hard limit " + std::to_string(files.hard) +
+               " was refused: " + files.refused + "); LimitNOFILE= in the unit sets it";
+    events(e);
+  }
   collector c(io.get_executor(), blocking.get_executor(), events);
   // After the collector, so that it goes first: its pages read the collector.
   daemon_facts facts;
@@ -164,6 +171,7 @@ int run_daemon(const run_options& options) {
     // Connections still connecting or idle must not keep the loop alive.
     io.stop();
   };
+  if (options.once) apply_descriptor_budget(*loaded.config, io, events);
   if (options.once && options.dry_run) {
     auto keep = [dry](fetch_record record) {
       if (auto* r = result_named(*dry, record.name)) r->record = std::move(record);
@@ -191,7 +199,7 @@ int run_daemon(const run_options& options) {
     notifier.start([&c] { return status_line(c.status(), std::chrono::steady_clock::now()); });
     asio::co_spawn(io,
                    serve(c, signals, std::move(*loaded.config), options.config,
-                         blocking.get_executor(), events, notifier, listener, facts),
+                         blocking.get_executor(), events, notifier, listener, facts, io),
                    finish);
   }
   io.run();

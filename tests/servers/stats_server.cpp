@@ -30,6 +30,7 @@
 #include <boost/beast/http.hpp>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -749,6 +750,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  // One connection per endpoint of a daemon under test, more than a
+  // thousand in the descriptor tests: as many as the hard limit allows.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   // Asio makes stdin non-blocking, which would leak into a shared terminal.
   const int stdin_flags = ::fcntl(STDIN_FILENO, F_GETFL);
   try {

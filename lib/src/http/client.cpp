@@ -3,12 +3,15 @@
 // fails as transient.
 #include "gatherstats/http/client.hpp"
 
+#include "gatherstats/http/connection_budget.hpp"
 #include "gatherstats/version.hpp"
 #include "inflate.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/execution/context.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -18,6 +21,8 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
+
+#include <sys/resource.h>
 
 #include <array>
 #include <filesystem>
@@ -61,6 +66,29 @@ std::string network_error(std::string_view shown, const boost::system::error_cod
     m += ec.message();
   }
   return m;
+}
+
+// The process is out of descriptors (EMFILE) or the system is (ENFILE).
+bool out_of_descriptors(const boost::system::error_code& ec) {
+  return ec == boost::system::errc::too_many_files_open ||
+         ec == boost::system::errc::too_many_files_open_in_system;
+}
+
+// What to change when no socket can be had: the message names the limit
+// the process runs under, not Asio's "Operation canceled".
+failure too_many_open_files(std::string_view shown, std::string_view detail = {}) {
+  std::string m(shown);
+  m += ": cannot connect: too many open files (limit ";
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0)
+    m += "unknown";
+  else if (files.rlim_cur == RLIM_INFINITY)
+    m += "unlimited";
+  else
+    m += std::to_string(files.rlim_cur);
+  m += detail;
+  m += "): raise LimitNOFILE in the unit or lower max_concurrent_fetches";
+  return failure::transient(std::move(m), fetch_reason::connect);
 }
 
 struct target {
@@ -125,6 +153,8 @@ outcome<coding> parse_coding(std::string_view value, const std::string& shown) {
 // One connection, plain or TLS, with the read buffer that belongs to it.
 // Heap-allocated: the TLS verify callback points into it.
 struct connection {
+  // First, so that it is released last: after the socket is closed.
+  std::optional<connection_budget::slot> slot;
   std::string origin;
   std::optional<beast::tcp_stream> plain;
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
@@ -366,12 +396,31 @@ struct client_state {
   std::shared_ptr<asio::ssl::context> tls;
   tls_settings settings;
   bool verify = true;
-  // The connection kept after the last request, if the server allowed it.
+  // The connection kept after the last request, if the server allowed it,
+  // and its place among the connections that give way to new sockets
+  // (declared after it: unparked before the connection closes).
   std::unique_ptr<connection> idle;
+  std::optional<connection_budget::parking> parked;
+
+  std::unique_ptr<connection> take_idle() {
+    parked.reset();
+    return std::move(idle);
+  }
+  void keep_idle(std::unique_ptr<connection> conn, connection_budget& budget,
+                 connection_budget::time_point next_use) {
+    parked.reset();
+    idle = std::move(conn);
+    parked.emplace(budget.park(next_use, [self = this] { self->idle.reset(); }));
+  }
 };
+
+connection_budget budget_of(const asio::any_io_executor& ex) {
+  return connection_budget::of(asio::query(ex, asio::execution::context));
+}
 
 // Resolve, connect and (for https) the TLS handshake.
 asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& self,
+                                                                 connection_budget& budget,
                                                                  const target& t,
                                                                  const std::string& shown,
                                                                  deadline until) {
@@ -384,15 +433,42 @@ asio::awaitable<outcome<std::unique_ptr<connection>>> async_open(client_state& s
     co_return failure::transient(shown + ": timed out resolving \"" + t.host + "\"",
                                  fetch_reason::timeout);
   auto [resolve_ec, endpoints] = std::get<0>(resolved);
+  if (out_of_descriptors(resolve_ec)) co_return too_many_open_files(shown);
   if (resolve_ec)
     co_return failure::transient(
         shown + ": cannot resolve \"" + t.host + "\": " + resolve_ec.message(), fetch_reason::dns);
 
   auto conn = std::make_unique<connection>();
   conn->origin = t.origin();
+  conn->slot = budget.try_open();
+  if (!conn->slot)
+    co_return too_many_open_files(
+        shown, ", all " + std::to_string(budget.limit()) + " fetch sockets in use");
+  // The socket is opened here rather than by a range connect, which would
+  // report a refused socket (EMFILE) as "Operation canceled".
   beast::tcp_stream tcp(ex);
-  tcp.expires_at(until);
-  auto [connect_ec, peer] = co_await tcp.async_connect(endpoints, use_nothrow);
+  boost::system::error_code connect_ec = asio::error::host_not_found;
+  for (const auto& entry : endpoints) {
+    auto& socket = tcp.socket();
+    boost::system::error_code ignored;
+    if (socket.is_open()) socket.close(ignored);
+    boost::system::error_code open_ec;
+    socket.open(entry.endpoint().protocol(), open_ec);
+    // Descriptors the budget does not know of (a burst of files, another
+    // library): an idle connection gives way, once.
+    if (out_of_descriptors(open_ec) && budget.close_one_parked())
+      socket.open(entry.endpoint().protocol(), open_ec);
+    if (out_of_descriptors(open_ec)) co_return too_many_open_files(shown);
+    if (open_ec) {
+      connect_ec = open_ec;
+      continue;
+    }
+    tcp.expires_at(until);
+    auto [ec] = co_await tcp.async_connect(entry.endpoint(), use_nothrow);
+    connect_ec = ec;
+    // Done, or no time left for the next address.
+    if (!ec || is_timeout(ec)) break;
+  }
   if (connect_ec)
     co_return failure::transient(
         network_error(shown, connect_ec, "timed out connecting", "cannot connect"),
@@ -452,17 +528,17 @@ asio::awaitable<void> async_close(std::unique_ptr<connection> conn, deadline unt
 asio::awaitable<exchange> async_attempt(client_state& self, const target& t,
                                         const bhttp::request<bhttp::empty_body>& req,
                                         std::size_t max_body_bytes, const std::string& shown,
-                                        deadline until) {
-  std::unique_ptr<connection> conn;
-  bool reused = false;
-  if (self.idle && self.idle->origin == t.origin()) {
-    conn = std::move(self.idle);
-    reused = true;
-  }
-  self.idle.reset();
+                                        deadline until, connection_budget::time_point next_use) {
+  auto ex = co_await asio::this_coro::executor;
+  auto budget = budget_of(ex);
+  // The idle connection is taken out of the budget's reach while in use; one
+  // to another origin is closed before a new socket is opened.
+  std::unique_ptr<connection> conn = self.take_idle();
+  bool reused = conn && conn->origin == t.origin();
+  if (!reused) conn.reset();
   for (;;) {
     if (!conn) {
-      auto opened = co_await async_open(self, t, shown, until);
+      auto opened = co_await async_open(self, budget, t, shown, until);
       if (!opened) co_return failed(opened.error());
       conn = std::move(*opened);
     }
@@ -484,7 +560,7 @@ asio::awaitable<exchange> async_attempt(client_state& self, const target& t,
       continue;
     }
     if (result.keep_alive && !result.error) {
-      self.idle = std::move(conn);
+      self.keep_idle(std::move(conn), budget, next_use);
     } else if (!result.error) {
       co_await async_close(std::move(conn), until);
     }
@@ -545,8 +621,8 @@ asio::awaitable<outcome<response>> client::async_get(request req, deadline until
     for (const auto& [name, value] : req.headers) http_req.set(name, value);
     if (!authorization.empty()) http_req.set(bhttp::field::authorization, authorization);
 
-    exchange result =
-        co_await async_attempt(self->state, t, http_req, req.max_body_bytes, shown, until);
+    exchange result = co_await async_attempt(self->state, t, http_req, req.max_body_bytes, shown,
+                                             until, req.next_use);
     if (result.error) co_return *result.error;
     if (!result.location.empty()) {
       if (redirects >= req.max_redirects)

@@ -132,8 +132,11 @@ asio::awaitable<outcome<std::string>> authorization(std::shared_ptr<poller_state
 }
 
 // One attempt: fetch, flatten. The record is complete or a failure.
+// `next_use`: when the endpoint fetches again (its connection, kept alive
+// for it, is among the last to be closed when sockets run short).
 asio::awaitable<outcome<fetch_record>> attempt(std::shared_ptr<poller_state> s,
-                                               steady::time_point until) {
+                                               steady::time_point until,
+                                               steady::time_point next_use) {
   auto auth = co_await authorization(s);
   if (!auth) co_return auth.error();
   http::request req;
@@ -142,6 +145,7 @@ asio::awaitable<outcome<fetch_record>> attempt(std::shared_ptr<poller_state> s,
   req.headers = s->cfg.headers;
   req.authorization = std::move(*auth);
   req.max_body_bytes = s->cfg.flatten.max_body_bytes;
+  req.next_use = next_use;
   auto response = co_await s->client->async_get(std::move(req), until);
   if (!response) co_return response.error();
   auto rows = json::flatten(response->body, s->cfg.flatten);
@@ -178,8 +182,9 @@ fetch_record failed_record(const poller_state& s, const failure& f, timestamp ti
 
 // A fetch with its retries, all before `next_tick`, for the scheduled `tick`.
 // Submits the record, or a failed record when every attempt failed.
+// `next_use`: when the endpoint fetches again (max(): never).
 asio::awaitable<bool> fetch(std::shared_ptr<poller_state> s, steady::time_point next_tick,
-                            timestamp tick) {
+                            timestamp tick, steady::time_point next_use) {
   co_await s->services.limiter->async_acquire();
   struct release_on_exit {
     fetch_limiter* limiter;
@@ -190,7 +195,7 @@ asio::awaitable<bool> fetch(std::shared_ptr<poller_state> s, steady::time_point 
   auto started = steady::now();
   for (unsigned retry = 0;; ++retry) {
     auto until = attempt_deadline(steady::now(), s->cfg.timeout, next_tick);
-    auto record = co_await attempt(s, until);
+    auto record = co_await attempt(s, until, next_use);
     if (record) {
       std::size_t rows = record->rows.size();
       record->name = s->cfg.name;
@@ -262,7 +267,7 @@ asio::awaitable<void> run(std::shared_ptr<poller_state> s) {
       continue;
     }
     const timestamp tick = start.wall + n * s->cfg.interval;
-    co_await fetch(s, schedule.due(n + 1), tick);
+    co_await fetch(s, schedule.due(n + 1), tick, schedule.due(n + 1));
     auto next = schedule.after(n, steady::now());
     if (next.missed > 0) {
       s->stats.skipped_ticks += next.missed;
@@ -310,7 +315,7 @@ void endpoint_poller::start() {
 }
 
 asio::awaitable<bool> endpoint_poller::async_fetch_once(steady::time_point until) {
-  co_return co_await fetch(state_, until, now_utc());
+  co_return co_await fetch(state_, until, now_utc(), steady::time_point::max());
 }
 
 void endpoint_poller::stop() {

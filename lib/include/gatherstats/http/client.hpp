@@ -15,6 +15,13 @@
 // that turns out to have been closed while idle is replaced once by a fresh
 // one, within the same deadline.
 //
+// Descriptors: a client holds at most one socket at a time, counted in the
+// connection budget of its event loop (connection_budget.hpp); its idle
+// connection may be closed by another client that needs the room. A socket
+// that neither the budget nor the system will give fails the request with
+// "too many open files (limit N): raise LimitNOFILE in the unit or lower
+// max_concurrent_fetches" (transient), never a bare "Operation canceled".
+//
 // Errors: a status other than 2xx, a body over the limit, a refused or timed
 // out connection or a TLS failure is a `failure` whose message names the URL
 // as redact_url() shows it (no user:password, no secret-looking query value;
@@ -67,6 +74,10 @@ struct request {
   std::string authorization;
   std::size_t max_body_bytes = default_max_body_bytes;  // after decompression
   unsigned max_redirects = 5;
+  // When the caller expects its next request (the endpoint's next tick):
+  // the connection kept alive for it is closed late, if another socket
+  // needs its room (connection_budget.hpp). max(): not known, or never.
+  std::chrono::steady_clock::time_point next_use = std::chrono::steady_clock::time_point::max();
 };
 
 struct response {
