@@ -433,6 +433,7 @@ TEST_CASE(
   INFO(d.log_text());
   REQUIRE(started);
 
+  const auto fetched_before = eps.requests(eps.all[2]);
   const auto killed = steady::now();
   pair.kill_primary();
   REQUIRE(d.logged("database lost", 20s));
@@ -449,6 +450,8 @@ TEST_CASE(
   const auto promoted_steady = steady::now();
 
   REQUIRE(d.logged("database back", 60s));
+  // Fetches made during the failover and after it.
+  REQUIRE(test::eventually([&] { return eps.requests(eps.all[2]) >= fetched_before + 4; }, 30s));
   check_all_stored_once(db, eps, d);
   CHECK(lines_with(d.log_text(), "database lost") == 1);
   CHECK(lines_with(d.log_text(), "database back") == 1);
