@@ -202,6 +202,45 @@ TEST_CASE("a host that accepts but never answers costs only its share of the dea
   }
 }
 
+TEST_CASE("a host name whose DNS server never answers costs only its share of the deadline",
+          "[pg][connect]") {
+  // A DNS server that never answers: a UDP socket of ours that reads
+  // nothing, named in a resolv.conf that only `gatherstatsd migrate`, in a
+  // mount namespace of its own, sees (root: as the spool fault tests).
+  int dns = ::socket(AF_INET, SOCK_DGRAM, 0);
+  REQUIRE(dns >= 0);
+  std::unique_ptr<int, void (*)(int*)> close_dns(&dns, [](int* fd) { ::close(*fd); });
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(53);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(dns, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  test::temp_dir dir;
+  // getaddrinfo() would wait 10 s for it.
+  const auto resolv =
+      dir.write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:10 attempts:1\n");
+  test::scratch_database db;
+  const std::string conninfo = "host=dns-never-answers.example,127.0.0.1 port=5432," +
+                               keyword(test::tcp_admin_conninfo(), "port") +
+                               " user=" + keyword(test::tcp_admin_conninfo(), "user") +
+                               " dbname=" + db.name() + " connect_timeout=2";
+  const auto started = steady::now();
+  auto r = test::run({"/usr/bin/unshare", "-m", "/bin/sh", "-c",
+                      "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"", resolv.string(),
+                      test::daemon_bin(), "migrate", "--database", conninfo},
+                     60s);
+  const auto took = steady::now() - started;
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  // The lookup was asked (a query waits in our socket), and given up after
+  // the host's 2 s instead of getaddrinfo's 10.
+  char query[512];
+  CHECK(::recv(dns, query, sizeof query, MSG_DONTWAIT) > 0);
+  CHECK(took >= 1900ms);
+  CHECK(took < 8s);
+  CHECK(db.count() == 0);  // migrated: the table is there
+}
+
 namespace {
 
 // Commits one fetch along `path` (or a batch of two along `batch`) on a

@@ -7,8 +7,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/ip/address.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -16,10 +14,21 @@
 
 #include <libpq-fe.h>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -321,14 +330,84 @@ connection::~connection() = default;
 
 namespace {
 
-// The addresses of a host name, each once, in the resolver's order.
-std::vector<std::string> addresses_of(const asio::ip::tcp::resolver::results_type& results) {
-  std::vector<std::string> out;
-  for (const auto& entry : results) {
-    auto a = entry.endpoint().address().to_string();
-    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(std::move(a));
+// A lookup's outcome, shared by the thread that does it and the coroutine
+// that waits for it (or has stopped waiting).
+struct lookup_result {
+  std::mutex mutex;
+  int error = 0;      // getaddrinfo()'s
+  int sys_error = 0;  // errno, for EAI_SYSTEM
+  std::vector<std::string> addresses;
+  int ready[2] = {-1, -1};  // a pipe: the thread writes a byte when done
+  ~lookup_result() {
+    for (int fd : ready)
+      if (fd >= 0) ::close(fd);
   }
-  return out;
+};
+
+void look_up(const std::string& host, lookup_result& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  const int sys_error = errno;
+  std::vector<std::string> addresses;
+  for (auto* ai = found; rc == 0 && ai; ai = ai->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* where = nullptr;
+    if (ai->ai_family == AF_INET)
+      where = &reinterpret_cast<const sockaddr_in*>(ai->ai_addr)->sin_addr;
+    else if (ai->ai_family == AF_INET6)
+      where = &reinterpret_cast<const sockaddr_in6*>(ai->ai_addr)->sin6_addr;
+    if (!where || !::inet_ntop(ai->ai_family, where, text, sizeof text)) continue;
+    if (std::find(addresses.begin(), addresses.end(), text) == addresses.end())
+      addresses.emplace_back(text);
+  }
+  if (found) ::freeaddrinfo(found);
+  std::lock_guard lock(out.mutex);
+  out.error = rc;
+  out.sys_error = sys_error;
+  out.addresses = std::move(addresses);
+}
+
+// The addresses of `host`, each once, in getaddrinfo()'s order, or why not
+// ("timed out" when `until` passed). The lookup runs on a thread of its own,
+// detached: getaddrinfo() cannot be cancelled, and a DNS server that does
+// not answer holds it for its whole timeout and retries. Asio's resolver
+// would not do: it runs every lookup of an io_context on one thread, so one
+// such lookup would hold up the next host's, and the io_context's
+// destruction (a command's exit) would wait for it. The thread touches only
+// the shared result and its pipe, so it may outlive the caller and the
+// event loop.
+asio::awaitable<outcome<std::vector<std::string>>> async_lookup(const std::string& host,
+                                                                deadline until) {
+  auto ex = co_await asio::this_coro::executor;
+  auto shared = std::make_shared<lookup_result>();
+  if (::pipe2(shared->ready, O_CLOEXEC | O_NONBLOCK) != 0)
+    co_return failure::transient(std::string("cannot look up: ") + std::strerror(errno));
+  const int watched = ::dup(shared->ready[0]);
+  if (watched < 0)
+    co_return failure::transient(std::string("cannot look up: ") + std::strerror(errno));
+  asio::posix::stream_descriptor ready(ex, watched);
+  try {
+    std::thread([shared, host] {
+      look_up(host, *shared);
+      const char done = 1;
+      [[maybe_unused]] auto written = ::write(shared->ready[1], &done, 1);
+    }).detach();
+  } catch (const std::system_error& e) {
+    co_return failure::transient(std::string("cannot look up: ") + e.what());
+  }
+  asio::steady_timer timer(ex, until);
+  auto r = co_await (ready.async_wait(wait_type::wait_read, use_nothrow) ||
+                     timer.async_wait(use_nothrow));
+  if (r.index() == 1) co_return failure::transient("timed out");
+  std::lock_guard lock(shared->mutex);
+  if (shared->error == EAI_SYSTEM) co_return failure::transient(std::strerror(shared->sys_error));
+  if (shared->error != 0) co_return failure::transient(::gai_strerror(shared->error));
+  if (shared->addresses.empty()) co_return failure::transient("no address");
+  co_return std::move(shared->addresses);
 }
 
 }  // namespace
@@ -339,13 +418,11 @@ std::vector<std::string> addresses_of(const asio::ip::tcp::resolver::results_typ
 // target_session_attrs asks for, is passed over for the next.
 asio::awaitable<outcome<connection>> connection::async_connect(std::string conninfo,
                                                                deadline until) {
-  auto ex = co_await asio::this_coro::executor;
   auto plan =
       plan_connect(conninfo, [](const char* name) -> const char* { return std::getenv(name); });
   if (!plan) co_return plan.error();
   const auto& attempts = plan->attempts;
   std::vector<std::string> failures;  // one per host (address) tried, in order
-  asio::ip::tcp::resolver resolver(ex);
   for (std::size_t i = 0; i < attempts.size(); ++i) {
     const host_attempt& a = attempts[i];
     const std::size_t hosts_left = attempts.size() - i;
@@ -357,22 +434,12 @@ asio::awaitable<outcome<connection>> connection::async_connect(std::string conni
     if (!a.lookup.empty()) {
       const auto lookup_until = attempt_deadline(std::chrono::steady_clock::now(), until,
                                                  hosts_left, plan->per_host_timeout);
-      asio::steady_timer timer(ex, lookup_until);
-      auto r = co_await (resolver.async_resolve(a.lookup, "", use_nothrow) ||
-                         timer.async_wait(use_nothrow));
-      if (r.index() == 1) {
-        failures.push_back("could not resolve " + a.shown + ": timed out");
+      auto found = co_await async_lookup(a.lookup, lookup_until);
+      if (!found) {
+        failures.push_back("could not resolve " + a.shown + ": " + found.error().message);
         continue;
       }
-      auto [ec, results] = std::get<0>(r);
-      addresses = addresses_of(results);
-      if (ec || addresses.empty()) {
-        // Not a ?: expression: GCC 12 mishandles its temporaries in a coroutine.
-        std::string why = "no address";
-        if (ec) why = ec.message();
-        failures.push_back("could not resolve " + a.shown + ": " + why);
-        continue;
-      }
+      addresses = std::move(*found);
     }
     for (std::size_t j = 0; j < addresses.size(); ++j) {
       const std::string& address = addresses[j];

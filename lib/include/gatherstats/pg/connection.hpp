@@ -4,8 +4,9 @@
 // PQconnectPoll, queries are PQsendQuery[Params] + PQflush + PQconsumeInput +
 // PQgetResult, and every wait for the socket is an Asio wait on the
 // coroutine's executor, so no libpq call blocks the loop. Host names in the
-// conninfo are resolved with Asio's resolver first (libpq would resolve them
-// synchronously) and handed to libpq as `hostaddr`. The hosts of a
+// conninfo are resolved first, each getaddrinfo() on a detached thread of its
+// own that the connect stops waiting for at its deadline (libpq would
+// resolve them synchronously), and handed to libpq as `hostaddr`. The hosts of a
 // multi-host conninfo are tried one at a time, in order, each alone and
 // with a deadline of its own (connect_plan.hpp): a host that does not
 // resolve, answer or match target_session_attrs is passed over.
