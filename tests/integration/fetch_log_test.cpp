@@ -6,6 +6,7 @@
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 #include "support/daemon.hpp"
+#include "support/route.hpp"
 
 #include <libpq-fe.h>
 #include <catch2/catch.hpp>
@@ -198,7 +199,8 @@ TEST_CASE("migrate creates the fetch log and its view beside the table, and is i
   }
 }
 
-TEST_CASE(
+ROUTED_TEST_CASE(
+    logged_once_on_every_path,
     "every commit path logs each fetch once, with its statistics, however often it is committed",
     "[fetch log][commit]") {
   // 1..4: copy, unnest_binary, copy_via_temp, unnest_text (commit_path;
@@ -209,7 +211,7 @@ TEST_CASE(
       db.migrate();
       std::vector<fetch_record> records{success("small", 0, 3), failed("down", 0),
                                         success("big", 0, 150), success("empty", 0, 0)};
-      auto rounds = test::run_async(commit_twice(db.conninfo(), records, how));
+      auto rounds = test::run_async(commit_twice(via(db), records, how));
       REQUIRE(rounds.size() == 2);
       for (std::size_t i = 0; i < records.size(); ++i) {
         INFO("record " << i);
@@ -239,8 +241,9 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("a fetch the database refuses leaves no log row; the others keep theirs",
-          "[fetch log][commit]") {
+ROUTED_TEST_CASE(refused_fetch_unlogged,
+                 "a fetch the database refuses leaves no log row, and the others keep theirs",
+                 "[fetch log][commit]") {
   for (int how : {1, 2, 10, 11, 12}) {
     DYNAMIC_SECTION("path " << how) {
       test::scratch_database db;
@@ -248,7 +251,7 @@ TEST_CASE("a fetch the database refuses leaves no log row; the others keep their
       auto refused = success("refused", 1, 3);
       refused.rows.push_back(std::string(600, 'k'), 1);  // longer than key varchar(512)
       std::vector<fetch_record> records{success("a", 1, 3), refused, failed("b", 1)};
-      auto rounds = test::run_async(commit_twice(db.conninfo(), records, how));
+      auto rounds = test::run_async(commit_twice(via(db), records, how));
       CHECK(rounds[0][0].has_value());
       CHECK_FALSE(rounds[0][1].has_value());
       CHECK(rounds[0][2].has_value());

@@ -3,6 +3,7 @@
 // idempotent commit.
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
+#include "support/route.hpp"
 #include "support/test_env.hpp"
 
 #include <catch2/catch.hpp>
@@ -159,12 +160,15 @@ TEST_CASE("connection failures are values that say what went wrong", "[pg]") {
   }
 }
 
-TEST_CASE("migrate creates the table once and then leaves it alone", "[pg][schema]") {
+// --- from here on, each test also runs through PgBouncer (support/route.hpp) ----
+
+ROUTED_TEST_CASE(migrate_once, "migrate creates the table once and then leaves it alone",
+                 "[pg][schema]") {
   test::scratch_database db;
-  auto first = test::run_async(migrate(db.conninfo(), "gatherstats_statistic"));
+  auto first = test::run_async(migrate(via(db), "gatherstats_statistic"));
   REQUIRE(first.has_value());
   CHECK(*first == true);
-  auto second = test::run_async(migrate(db.conninfo(), "gatherstats_statistic"));
+  auto second = test::run_async(migrate(via(db), "gatherstats_statistic"));
   REQUIRE(second.has_value());
   CHECK(*second == false);
   auto columns = db.query(
@@ -184,27 +188,28 @@ TEST_CASE("migrate creates the table once and then leaves it alone", "[pg][schem
                  " WHERE n.nspname = 'public'")[0][0] == "10");
 }
 
-TEST_CASE("a schema-qualified table is created and used in its schema", "[pg][schema]") {
+ROUTED_TEST_CASE(schema_qualified, "a schema-qualified table is created and used in its schema",
+                 "[pg][schema]") {
   test::scratch_database db;
   db.exec("CREATE SCHEMA stats");
-  auto made = test::run_async(migrate(db.conninfo(), "stats.gatherstats_statistic"));
+  auto made = test::run_async(migrate(via(db), "stats.gatherstats_statistic"));
   REQUIRE(made.has_value());
   auto created =
-      test::run_async(commit(db.conninfo(), "stats.gatherstats_statistic", sample_record(), 1));
+      test::run_async(commit(via(db), "stats.gatherstats_statistic", sample_record(), 1));
   REQUIRE(created.has_value());
   CHECK(db.count("stats.gatherstats_statistic") == 3);
 }
 
-TEST_CASE("a table created by the original tool is used as it is", "[pg][schema]") {
+ROUTED_TEST_CASE(original_table, "a table created by the original tool is used as it is",
+                 "[pg][schema]") {
   test::scratch_database db;
   db.create_original_table();
-  auto checked = test::run_async(check(db.conninfo(), "gatherstats_statistic"));
+  auto checked = test::run_async(check(via(db), "gatherstats_statistic"));
   CHECK(checked.has_value());
-  auto migrated = test::run_async(migrate(db.conninfo(), "gatherstats_statistic"));
+  auto migrated = test::run_async(migrate(via(db), "gatherstats_statistic"));
   REQUIRE(migrated.has_value());
   CHECK(*migrated == false);
-  auto created =
-      test::run_async(commit(db.conninfo(), "gatherstats_statistic", sample_record(), 1));
+  auto created = test::run_async(commit(via(db), "gatherstats_statistic", sample_record(), 1));
   REQUIRE(created.has_value());
   CHECK(created->at(0) == 3);
   CHECK(db.query("SELECT data_type FROM information_schema.columns"
@@ -212,10 +217,11 @@ TEST_CASE("a table created by the original tool is used as it is", "[pg][schema]
         "integer");
 }
 
-TEST_CASE("a table the commit cannot use is refused with what is missing", "[pg][schema]") {
+ROUTED_TEST_CASE(unusable_table, "a table the commit cannot use is refused with what is missing",
+                 "[pg][schema]") {
   test::scratch_database db;
   SECTION("no table") {
-    auto r = test::run_async(check(db.conninfo(), "gatherstats_statistic"));
+    auto r = test::run_async(check(via(db), "gatherstats_statistic"));
     REQUIRE_FALSE(r.has_value());
     CHECK_THAT(r.error().message,
                Catch::Contains("does not exist") && Catch::Contains("gatherstatsd migrate"));
@@ -225,7 +231,7 @@ TEST_CASE("a table the commit cannot use is refused with what is missing", "[pg]
         "CREATE TABLE gatherstats_statistic (id serial PRIMARY KEY, endpoint text NOT NULL,"
         " key text NOT NULL, fetched_at timestamptz NOT NULL,"
         " UNIQUE (endpoint, key, fetched_at))");
-    auto r = test::run_async(check(db.conninfo(), "gatherstats_statistic"));
+    auto r = test::run_async(check(via(db), "gatherstats_statistic"));
     REQUIRE_FALSE(r.has_value());
     CHECK_THAT(r.error().message, Catch::Contains("no column \"numeric_value\""));
   }
@@ -234,7 +240,7 @@ TEST_CASE("a table the commit cannot use is refused with what is missing", "[pg]
         "CREATE TABLE gatherstats_statistic (id integer NOT NULL, endpoint text NOT NULL,"
         " key text NOT NULL, numeric_value double precision NOT NULL,"
         " fetched_at timestamp NOT NULL)");
-    auto r = test::run_async(check(db.conninfo(), "gatherstats_statistic"));
+    auto r = test::run_async(check(via(db), "gatherstats_statistic"));
     REQUIRE_FALSE(r.has_value());
     CHECK_THAT(r.error().message,
                Catch::Contains("no unique constraint on (endpoint, key, fetched_at)") &&
@@ -243,11 +249,12 @@ TEST_CASE("a table the commit cannot use is refused with what is missing", "[pg]
   }
 }
 
-TEST_CASE("committing the same fetch twice stores it once", "[pg][commit]") {
+ROUTED_TEST_CASE(same_fetch_twice, "committing the same fetch twice stores it once",
+                 "[pg][commit]") {
   test::scratch_database db;
-  REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+  REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
   auto record = sample_record();
-  auto created = test::run_async(commit(db.conninfo(), "gatherstats_statistic", record, 2));
+  auto created = test::run_async(commit(via(db), "gatherstats_statistic", record, 2));
   REQUIRE(created.has_value());
   CHECK(*created == std::vector<std::size_t>{3, 0});
   CHECK(db.count() == 3);
@@ -256,20 +263,21 @@ TEST_CASE("committing the same fetch twice stores it once", "[pg][commit]") {
             .empty());
   // The same keys at another instant are another fetch.
   record.fetched_at += std::chrono::microseconds(1);
-  auto again = test::run_async(commit(db.conninfo(), "gatherstats_statistic", record, 1));
+  auto again = test::run_async(commit(via(db), "gatherstats_statistic", record, 1));
   REQUIRE(again.has_value());
   CHECK(again->at(0) == 3);
   CHECK(db.count() == 6);
 }
 
-TEST_CASE("a commit stores exact keys, values and the microsecond timestamp", "[pg][commit]") {
+ROUTED_TEST_CASE(exact_values, "a commit stores exact keys, values and the microsecond timestamp",
+                 "[pg][commit]") {
   test::scratch_database db;
-  REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+  REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
   auto record = sample_record();
   record.fetched_at = timestamp(std::chrono::microseconds(1'795'000'000'123'456));
   record.rows.push_back("tiny", 5e-324);
   record.rows.push_back("precise", 0.1 + 0.2);
-  REQUIRE(test::run_async(commit(db.conninfo(), "gatherstats_statistic", record, 1)).has_value());
+  REQUIRE(test::run_async(commit(via(db), "gatherstats_statistic", record, 1)).has_value());
   auto rows = db.query(
       "SELECT key, numeric_value = CASE key WHEN 'tiny' THEN 5e-324::float8"
       " WHEN 'precise' THEN 0.1::float8 + 0.2::float8 ELSE numeric_value END,"
@@ -284,12 +292,12 @@ TEST_CASE("a commit stores exact keys, values and the microsecond timestamp", "[
   }
 }
 
-TEST_CASE("a commit that fails leaves nothing behind", "[pg][commit]") {
+ROUTED_TEST_CASE(failed_commit, "a commit that fails leaves nothing behind", "[pg][commit]") {
   test::scratch_database db;
-  REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+  REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
   auto record = sample_record();
   record.rows.push_back(std::string(600, 'k'), 1);  // longer than varchar(512)
-  auto r = test::run_async(commit(db.conninfo(), "gatherstats_statistic", record, 1));
+  auto r = test::run_async(commit(via(db), "gatherstats_statistic", record, 1));
   REQUIRE_FALSE(r.has_value());
   CHECK_THAT(r.error().message, Catch::Contains("too long"));
   CHECK(db.count() == 0);
@@ -430,13 +438,15 @@ std::string float8_hex(double v) {
 
 }  // namespace
 
-TEST_CASE("every commit path stores awkward keys, endpoints and doubles exactly", "[pg][commit]") {
+ROUTED_TEST_CASE(every_path_exact,
+                 "every commit path stores awkward keys, endpoints and doubles exactly",
+                 "[pg][commit]") {
   for (auto path : every_path) {
     INFO(path_name(path));
     test::scratch_database db;
-    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
     auto record = awkward_record();
-    auto n = test::run_async(commit_along(db.conninfo(), record, path));
+    auto n = test::run_async(commit_along(via(db), record, path));
     REQUIRE(n.has_value());
     CHECK(*n == record.rows.size());
     auto rows = stored(db);
@@ -454,16 +464,17 @@ TEST_CASE("every commit path stores awkward keys, endpoints and doubles exactly"
       CHECK(rows[i][3] == "2026-11-18 11:06:40.123456");
     }
     // Again: nothing new, whatever the path.
-    auto again = test::run_async(commit_along(db.conninfo(), record, path));
+    auto again = test::run_async(commit_along(via(db), record, path));
     REQUIRE(again.has_value());
     CHECK(*again == 0);
     CHECK(db.count() == static_cast<long long>(record.rows.size()));
   }
 }
 
-TEST_CASE("a 30,003-row fetch is stored exactly once by the default path", "[pg][commit]") {
+ROUTED_TEST_CASE(big_fetch_once, "a 30,003-row fetch is stored exactly once by the default path",
+                 "[pg][commit]") {
   test::scratch_database db;
-  REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+  REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
   fetch_record big;
   big.endpoint = "http://iar-backend.invalid/api/stats";
   big.fetched_at = timestamp(std::chrono::microseconds(1'795'000'000'123'456));
@@ -475,12 +486,12 @@ TEST_CASE("a 30,003-row fetch is stored exactly once by the default path", "[pg]
   }
   REQUIRE(big.rows.size() == 30'003);
   REQUIRE(big.rows.size() >= pg::copy_min_rows);  // the COPY path, then its fallback
-  auto first = test::run_async(commit_along(db.conninfo(), big, pg::commit_path::automatic));
+  auto first = test::run_async(commit_along(via(db), big, pg::commit_path::automatic));
   REQUIRE(first.has_value());
   CHECK(*first == 30'003);
   CHECK(db.count() == 30'003);
   // A repeat (the COPY meets stored rows and falls back): nothing new.
-  auto again = test::run_async(commit_along(db.conninfo(), big, pg::commit_path::automatic));
+  auto again = test::run_async(commit_along(via(db), big, pg::commit_path::automatic));
   REQUIRE(again.has_value());
   CHECK(*again == 0);
   CHECK(db.query("SELECT count(*), count(DISTINCT key), min(fetched_at) = max(fetched_at),"
@@ -488,35 +499,37 @@ TEST_CASE("a 30,003-row fetch is stored exactly once by the default path", "[pg]
         std::vector<std::vector<std::string>>{{"30003", "30003", "t", "119491513"}});
 }
 
-TEST_CASE("a fetch partly stored already gets only its missing rows, on every path",
-          "[pg][commit]") {
+ROUTED_TEST_CASE(partly_stored,
+                 "a fetch partly stored already gets only its missing rows, on every path",
+                 "[pg][commit]") {
   for (auto path : every_path) {
     INFO(path_name(path));
     test::scratch_database db;
-    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
     auto record = small_fetches(1, 2000).front();
     auto part = record;
     part.rows = {};
     for (std::size_t i = 0; i < record.rows.size(); i += 3)
       part.rows.push_back(record.rows.key(i), record.rows.value(i));
-    REQUIRE(test::run_async(commit_along(db.conninfo(), part, pg::commit_path::unnest_binary))
-                .has_value());
-    auto n = test::run_async(commit_along(db.conninfo(), record, path));
+    REQUIRE(
+        test::run_async(commit_along(via(db), part, pg::commit_path::unnest_binary)).has_value());
+    auto n = test::run_async(commit_along(via(db), record, path));
     REQUIRE(n.has_value());
     CHECK(*n == record.rows.size() - part.rows.size());
     CHECK(db.count() == static_cast<long long>(record.rows.size()));
   }
 }
 
-TEST_CASE("a refused fetch stores nothing and leaves the connection usable, on every path",
-          "[pg][commit]") {
+ROUTED_TEST_CASE(refused_fetch,
+                 "a refused fetch stores nothing and leaves the connection usable, on every path",
+                 "[pg][commit]") {
   for (auto path : every_path) {
     INFO(path_name(path));
     test::scratch_database db;
-    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
     auto record = small_fetches(1, 1500).front();
     record.rows.push_back(std::string(513, 'k'), 1);  // longer than varchar(512)
-    auto r = test::run_async(commit_along(db.conninfo(), record, path));
+    auto r = test::run_async(commit_along(via(db), record, path));
     REQUIRE_FALSE(r.has_value());
     CHECK_FALSE(r.error().is_transient());
     CHECK_THAT(r.error().message, Catch::Contains("too long") && Catch::Contains("22001"));
@@ -524,17 +537,18 @@ TEST_CASE("a refused fetch stores nothing and leaves the connection usable, on e
   }
 }
 
-TEST_CASE("a batch commits every fetch atomically, in one or in one transaction each",
-          "[pg][commit][batch]") {
+ROUTED_TEST_CASE(batch_atomic,
+                 "a batch commits every fetch atomically, in one or in one transaction each",
+                 "[pg][commit][batch]") {
   for (auto path : every_batch_path) {
     INFO(path_name(path));
     test::scratch_database db;
-    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
     auto records = small_fetches(50, 153);
     records.push_back(awkward_record());
     records.push_back(fetch_record{});  // empty: 0 rows, not sent
     records.back().endpoint = "http://empty.invalid/";
-    auto run = test::run_async(commit_batch(db.conninfo(), records, 1, path));
+    auto run = test::run_async(commit_batch(via(db), records, 1, path));
     REQUIRE(run.has_value());
     REQUIRE(run->batches.at(0).size() == records.size());
     for (std::size_t i = 0; i < records.size(); ++i) {
@@ -557,17 +571,18 @@ TEST_CASE("a batch commits every fetch atomically, in one or in one transaction 
   }
 }
 
-TEST_CASE("a fetch the database refuses fails alone in its batch", "[pg][commit][batch]") {
+ROUTED_TEST_CASE(refused_in_batch, "a fetch the database refuses fails alone in its batch",
+                 "[pg][commit][batch]") {
   for (auto path : every_batch_path) {
     INFO(path_name(path));
     test::scratch_database db;
-    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
     auto records = small_fetches(7, 153);
     records[2].rows.push_back(std::string(513, 'k'), 1);              // key too long
     records[4].endpoint = std::string(1205, 'e');                     // endpoint too long
     records[5].rows.push_back(std::string("nul\0inside", 10), 1);     // never sent
     records[6].fetched_at = timestamp(std::chrono::microseconds(0));  // fine: 1970
-    auto run = test::run_async(commit_batch(db.conninfo(), records, 1, path));
+    auto run = test::run_async(commit_batch(via(db), records, 1, path));
     REQUIRE(run.has_value());
     const auto& results = run->batches.at(0);
     REQUIRE(results.size() == 7);
@@ -594,18 +609,18 @@ TEST_CASE("a fetch the database refuses fails alone in its batch", "[pg][commit]
   }
 }
 
-TEST_CASE("repeating a batch stores nothing twice", "[pg][commit][batch]") {
+ROUTED_TEST_CASE(batch_repeated, "repeating a batch stores nothing twice", "[pg][commit][batch]") {
   for (auto path : every_batch_path) {
     INFO(path_name(path));
     test::scratch_database db;
-    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
     auto records = small_fetches(20, 153);
     // The first batch commits half of the fetches (as if a lost connection
     // had cut it short); the repeats carry all of them.
     std::vector<fetch_record> half(records.begin(), records.begin() + 10);
-    auto first = test::run_async(commit_batch(db.conninfo(), half, 1, path));
+    auto first = test::run_async(commit_batch(via(db), half, 1, path));
     REQUIRE(first.has_value());
-    auto run = test::run_async(commit_batch(db.conninfo(), records, 2, path));
+    auto run = test::run_async(commit_batch(via(db), records, 2, path));
     REQUIRE(run.has_value());
     for (std::size_t i = 0; i < records.size(); ++i) {
       INFO(i);
@@ -621,13 +636,14 @@ TEST_CASE("repeating a batch stores nothing twice", "[pg][commit][batch]") {
   }
 }
 
-TEST_CASE("a connection lost mid-batch: confirmed fetches are known, the rest transient",
-          "[pg][commit][batch]") {
+ROUTED_TEST_CASE(lost_mid_batch,
+                 "a connection lost mid-batch: confirmed fetches are known, the rest transient",
+                 "[pg][commit][batch]") {
   for (auto path : every_batch_path) {
     INFO(path_name(path));
     const bool alone = path == pg::batch_path::each_alone;
     test::scratch_database db;
-    REQUIRE(test::run_async(migrate(db.conninfo(), "gatherstats_statistic")).has_value());
+    REQUIRE(test::run_async(migrate(via(db), "gatherstats_statistic")).has_value());
     auto records = small_fetches(6, 153);
     // The fourth fetch's statement kills its own backend. each_alone: the
     // fetches before it are confirmed, it and the ones after it are not;
@@ -639,7 +655,7 @@ TEST_CASE("a connection lost mid-batch: confirmed fetches are known, the rest tr
         "CREATE TRIGGER die BEFORE INSERT ON gatherstats_statistic"
         " FOR EACH ROW EXECUTE FUNCTION die_on_sentinel()");
     records[3].rows.push_back("sentinel", 1);
-    auto run = test::run_async(commit_batch(db.conninfo(), records, 1, path));
+    auto run = test::run_async(commit_batch(via(db), records, 1, path));
     REQUIRE(run.has_value());
     const auto& results = run->batches.at(0);
     REQUIRE(results.size() == 6);
@@ -660,7 +676,7 @@ TEST_CASE("a connection lost mid-batch: confirmed fetches are known, the rest tr
     // again: the trigger gone, the rest lands once.
     db.exec("DROP TRIGGER die ON gatherstats_statistic");
     std::vector<fetch_record> retry(records.begin() + confirmed, records.end());
-    auto again = test::run_async(commit_batch(db.conninfo(), retry, 1, path));
+    auto again = test::run_async(commit_batch(via(db), retry, 1, path));
     REQUIRE(again.has_value());
     for (const auto& r : again->batches.at(0)) CHECK(r.has_value());
     CHECK(db.count() == 6 * 153 + 1);

@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 #include <atomic>
+#include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -151,6 +153,12 @@ private_cluster::private_cluster() {
   auto r = run({script(), "start", state_.path().string()}, std::chrono::seconds(120));
   if (r.exit_code != 0) FAIL("cannot start a private PostgreSQL cluster: " << r.err);
   conninfo_ = read_first_line((state_.path() / "conninfo").string(), "pg-cluster start");
+  tcp_conninfo_ = read_first_line((state_.path() / "tcp_conninfo").string(), "pg-cluster start");
+}
+
+pid_t private_cluster::postmaster_pid() const {
+  auto dir = read_first_line((state_.path() / "cluster_dir").string(), "pg-cluster start");
+  return static_cast<pid_t>(std::stol(read_first_line(dir + "/data/postmaster.pid", "running?")));
 }
 
 private_cluster::~private_cluster() { run({script(), "stop", state_.path().string()}); }
@@ -166,5 +174,100 @@ void private_cluster::up() {
 }
 
 std::string private_cluster::script() { return source_dir() + "/tests/support/pg-cluster"; }
+
+}  // namespace test
+
+namespace test {
+namespace {
+
+std::string pgbouncer_script() { return source_dir() + "/tests/support/pgbouncer-pool"; }
+
+// The processes whose parent is `parent` (from /proc/PID/stat).
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    if (!std::getline(in, stat)) continue;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    std::string state;
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent) out.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string pgbouncer_conninfo() {
+  return read_first_line(std::string(GATHERSTATS_TEST_PGBOUNCER_DIR) + "/conninfo",
+                         "is the PgBouncer fixture running? (ctest starts it for [pgbouncer])");
+}
+
+std::string through_pgbouncer(const scratch_database& db) {
+  return pgbouncer_conninfo() + " dbname=" + db.name();
+}
+
+private_pgbouncer::private_pgbouncer(const private_cluster& pg) {
+  auto r = run({pgbouncer_script(), "start", state_.path().string(), pg.state_dir().string()},
+               std::chrono::seconds(60));
+  if (r.exit_code != 0) FAIL("cannot start PgBouncer: " << r.err);
+  conninfo_ = read_first_line((state_.path() / "conninfo").string(), "pgbouncer-pool start");
+}
+
+private_pgbouncer::~private_pgbouncer() {
+  run({pgbouncer_script(), "stop", state_.path().string()});
+}
+
+std::string private_pgbouncer::conninfo_for(const scratch_database& db) const {
+  return conninfo_ + " dbname=" + db.name();
+}
+
+frozen_server::frozen_server(pid_t postmaster) {
+  // The postmaster first, so that it starts no process meanwhile.
+  if (::kill(postmaster, SIGSTOP) != 0) FAIL("cannot stop the postmaster " << postmaster);
+  stopped_.push_back(postmaster);
+  for (pid_t child : children_of(postmaster))
+    if (::kill(child, SIGSTOP) == 0) stopped_.push_back(child);
+}
+
+frozen_server::~frozen_server() { thaw(); }
+
+void frozen_server::thaw() {
+  for (auto it = stopped_.rbegin(); it != stopped_.rend(); ++it) ::kill(*it, SIGCONT);
+  stopped_.clear();
+}
+
+pg_pair::pg_pair() : state_(GATHERSTATS_TEST_PAIR_DIR) {
+  auto r =
+      run({source_dir() + "/tests/support/pg-pair", "ensure", state_}, std::chrono::seconds(180));
+  if (r.exit_code != 0) FAIL("cannot make the PostgreSQL pair whole: " << r.err);
+}
+
+std::string pg_pair::read(const std::string& file) const {
+  return read_first_line(state_ + "/" + file, "is the pg-pair fixture running?");
+}
+std::string pg_pair::primary_conninfo() const { return read("primary"); }
+std::string pg_pair::standby_conninfo() const { return read("standby"); }
+std::string pg_pair::primary_port() const { return read("primary_port"); }
+std::string pg_pair::standby_port() const { return read("standby_port"); }
+
+std::string pg_pair::admin_conninfo() const {
+  // In a conninfo the last value of a keyword wins.
+  return primary_conninfo() + " host=127.0.0.1,127.0.0.1 port=" + primary_port() + "," +
+         standby_port() + " target_session_attrs=read-write";
+}
+
+void pg_pair::kill_primary() {
+  auto r = run({source_dir() + "/tests/support/pg-pair", "kill-primary", state_},
+               std::chrono::seconds(60));
+  if (r.exit_code != 0) FAIL("cannot kill the primary: " << r.err);
+}
 
 }  // namespace test

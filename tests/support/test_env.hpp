@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
 namespace test {
 
 std::string daemon_bin();
@@ -93,6 +95,12 @@ class private_cluster {
   private_cluster& operator=(const private_cluster&) = delete;
 
   const std::string& admin_conninfo() const { return conninfo_; }
+  // The same over TCP to "localhost" (keepalives apply only to TCP).
+  const std::string& tcp_admin_conninfo() const { return tcp_conninfo_; }
+  // Where pg-cluster keeps its state (for tests/support/pgbouncer-pool).
+  const std::filesystem::path& state_dir() const { return state_.path(); }
+  // The postmaster's process id (from its postmaster.pid).
+  pid_t postmaster_pid() const;
   void down();  // fast shutdown; the data stays
   void up();    // started again, same port and socket
 
@@ -100,6 +108,68 @@ class private_cluster {
   static std::string script();
   temp_dir state_;
   std::string conninfo_;
+  std::string tcp_conninfo_;
+};
+
+// The PgBouncer fixture (tests/support/pgbouncer-pool: transaction pooling)
+// in front of the fixture's cluster: its conninfo (database postgres), and
+// that of `db` through it.
+std::string pgbouncer_conninfo();
+std::string through_pgbouncer(const scratch_database& db);
+
+// A PgBouncer of the test's own (transaction pooling) in front of a
+// private_cluster, for tests that restart or freeze the server behind it.
+// Stopped when the test ends.
+class private_pgbouncer {
+ public:
+  explicit private_pgbouncer(const private_cluster& pg);
+  ~private_pgbouncer();
+  private_pgbouncer(const private_pgbouncer&) = delete;
+  private_pgbouncer& operator=(const private_pgbouncer&) = delete;
+  // `db` (a database of that cluster) through this PgBouncer.
+  std::string conninfo_for(const scratch_database& db) const;
+
+ private:
+  temp_dir state_;
+  std::string conninfo_;
+};
+
+// The server processes of a cluster stopped with SIGSTOP (the postmaster,
+// then each of its children): a database that stops answering without an
+// error, as a frozen machine or a network that drops packets silently looks
+// to a client. SIGCONT to every one of them when this ends, however the test
+// ends.
+class frozen_server {
+ public:
+  explicit frozen_server(pid_t postmaster);
+  ~frozen_server();
+  frozen_server(const frozen_server&) = delete;
+  frozen_server& operator=(const frozen_server&) = delete;
+  void thaw();  // SIGCONT now (once)
+  std::size_t processes() const { return stopped_.size(); }
+
+ private:
+  std::vector<pid_t> stopped_;
+};
+
+// The primary and streaming standby of the failover tests
+// (tests/support/pg-pair, a ctest fixture), made a synchronous pair again
+// if an earlier test failed it over. Tests using it must not run at the
+// same time (ctest's RESOURCE_LOCK).
+class pg_pair {
+ public:
+  pg_pair();
+  std::string primary_conninfo() const;  // over TCP, database postgres
+  std::string standby_conninfo() const;
+  std::string primary_port() const;
+  std::string standby_port() const;
+  // Both hosts, target_session_attrs=read-write: whichever is the primary.
+  std::string admin_conninfo() const;
+  void kill_primary();  // an immediate stop, as a crash
+
+ private:
+  std::string read(const std::string& file) const;
+  std::string state_;
 };
 
 // Runs a coroutine to completion on a fresh io_context and returns its value.

@@ -3,10 +3,10 @@
 // Asio's descriptor is always release()d, never closed.
 #include "gatherstats/pg/connection.hpp"
 
+#include "gatherstats/pg/connect_plan.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/ip/address.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -14,10 +14,21 @@
 
 #include <libpq-fe.h>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -31,9 +42,6 @@ using wait_type = asio::posix::descriptor_base::wait_type;
 
 struct conn_deleter {
   void operator()(PGconn* c) const noexcept { PQfinish(c); }
-};
-struct options_deleter {
-  void operator()(PQconninfoOption* o) const noexcept { PQconninfoFree(o); }
 };
 
 // libpq messages end in newlines and may span lines; logs want one line.
@@ -57,28 +65,16 @@ std::string one_line(std::string_view s) {
 // serialization failures or deadlocks.
 bool transient_sqlstate(std::string_view state) {
   return state.starts_with("08") || state.starts_with("53") || state.starts_with("57") ||
-         state.starts_with("58") || state == "40001" || state == "40P01";
+         state.starts_with("58") || state == "40001" || state == "40P01" || state == "25006";
 }
 
-// A host entry that needs a DNS lookup, as opposed to a socket directory or
-// an address literal.
-bool is_host_name(std::string_view host) {
-  if (host.empty() || host.front() == '/' || host.front() == '@') return false;
-  boost::system::error_code ec;
-  asio::ip::make_address(std::string(host), ec);
-  return bool(ec);
-}
-
-std::vector<std::string> split_list(std::string_view list) {
-  std::vector<std::string> items;
-  std::size_t start = 0;
-  for (;;) {
-    auto comma = list.find(',', start);
-    items.emplace_back(list.substr(start, comma - start));
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return items;
+// SQLSTATEs that say this server will not take our writes any more, though
+// another may: read_only_sql_transaction (a primary turned read-only, or a
+// standby reached through a failover), admin_shutdown, crash_shutdown and
+// cannot_connect_now. The connection is then not reused: the next one goes
+// through the host list, where target_session_attrs finds the writable host.
+bool server_gone_sqlstate(std::string_view state) {
+  return state == "25006" || state == "57P01" || state == "57P02" || state == "57P03";
 }
 
 }  // namespace
@@ -102,6 +98,9 @@ struct connection::impl {
   std::unique_ptr<PGconn, conn_deleter> conn;
   asio::posix::stream_descriptor socket;
   std::string last_sqlstate;
+  // The server refused work in a way that says it is the wrong server now
+  // (server_gone_sqlstate): is_idle() is false from then on.
+  bool not_reusable = false;
 
   explicit impl(asio::any_io_executor ex) : socket(std::move(ex)) {}
   ~impl() { detach_socket(); }
@@ -191,6 +190,7 @@ struct connection::impl {
     const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
     const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     last_sqlstate = state ? state : "";
+    if (state && server_gone_sqlstate(state)) not_reusable = true;
     std::string message = "database error: ";
     message += one_line(primary ? primary : PQresultErrorMessage(r));
     if (state) {
@@ -256,6 +256,53 @@ struct connection::impl {
     return PQsendQueryParams(conn.get(), text.c_str(), static_cast<int>(s.params.size()),
                              types.data(), values.data(), lengths.data(), formats.data(), 0) == 1;
   }
+
+  // One connection attempt: `params` (one host), with `hostaddr` added when
+  // not empty, within `until`. Fails with libpq's message, which names the
+  // server and address, or with "timed out".
+  static asio::awaitable<outcome<std::unique_ptr<impl>>> async_connect_one(
+      const std::vector<std::pair<std::string, std::string>>& params, std::string_view hostaddr,
+      deadline until) {
+    auto ex = co_await asio::this_coro::executor;
+    const std::string addr(hostaddr);
+    std::vector<const char*> keys, values;
+    for (const auto& [key, value] : params) {
+      keys.push_back(key.c_str());
+      values.push_back(value.c_str());
+    }
+    if (!addr.empty()) {
+      keys.push_back("hostaddr");
+      values.push_back(addr.c_str());
+    }
+    keys.push_back(nullptr);
+    values.push_back(nullptr);
+
+    auto p = std::make_unique<impl>(ex);
+    p->conn.reset(PQconnectStartParams(keys.data(), values.data(), 0));
+    if (!p->conn) co_return failure::transient("out of memory");
+    if (PQstatus(p->conn.get()) == CONNECTION_BAD) co_return failure::transient(p->libpq_error());
+    // Notices (e.g. "relation already exists, skipping") would go to stderr.
+    PQsetNoticeProcessor(
+        p->conn.get(), [](void*, const char*) {}, nullptr);
+
+    auto poll = PGRES_POLLING_WRITING;
+    while (poll != PGRES_POLLING_OK) {
+      if (poll == PGRES_POLLING_FAILED) co_return failure::transient(p->libpq_error());
+      if (auto attached = p->attach_socket(); !attached) co_return attached.error();
+      auto what = poll == PGRES_POLLING_READING ? wait_type::wait_read : wait_type::wait_write;
+      bool ready = co_await p->wait(what, until);
+      if (!ready) {
+        p->close();
+        co_return failure::transient("timed out");
+      }
+      poll = PQconnectPoll(p->conn.get());
+    }
+    if (auto attached = p->attach_socket(); !attached) co_return attached.error();
+    if (PQsetnonblocking(p->conn.get(), 1) != 0)
+      co_return failure::transient("could not make the connection non-blocking: " +
+                                   p->libpq_error());
+    co_return std::move(p);
+  }
 };
 
 namespace {
@@ -281,111 +328,142 @@ connection::connection(connection&&) noexcept = default;
 connection& connection::operator=(connection&&) noexcept = default;
 connection::~connection() = default;
 
+namespace {
+
+// A lookup's outcome, shared by the thread that does it and the coroutine
+// that waits for it (or has stopped waiting).
+struct lookup_result {
+  std::mutex mutex;
+  int error = 0;      // getaddrinfo()'s
+  int sys_error = 0;  // errno, for EAI_SYSTEM
+  std::vector<std::string> addresses;
+  int ready[2] = {-1, -1};  // a pipe: the thread writes a byte when done
+  ~lookup_result() {
+    for (int fd : ready)
+      if (fd >= 0) ::close(fd);
+  }
+};
+
+void look_up(const std::string& host, lookup_result& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  const int sys_error = errno;
+  std::vector<std::string> addresses;
+  for (auto* ai = found; rc == 0 && ai; ai = ai->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* where = nullptr;
+    if (ai->ai_family == AF_INET)
+      where = &reinterpret_cast<const sockaddr_in*>(ai->ai_addr)->sin_addr;
+    else if (ai->ai_family == AF_INET6)
+      where = &reinterpret_cast<const sockaddr_in6*>(ai->ai_addr)->sin6_addr;
+    if (!where || !::inet_ntop(ai->ai_family, where, text, sizeof text)) continue;
+    if (std::find(addresses.begin(), addresses.end(), text) == addresses.end())
+      addresses.emplace_back(text);
+  }
+  if (found) ::freeaddrinfo(found);
+  std::lock_guard lock(out.mutex);
+  out.error = rc;
+  out.sys_error = sys_error;
+  out.addresses = std::move(addresses);
+}
+
+// The addresses of `host`, each once, in getaddrinfo()'s order, or why not
+// ("timed out" when `until` passed). The lookup runs on a thread of its own,
+// detached: getaddrinfo() cannot be cancelled, and a DNS server that does
+// not answer holds it for its whole timeout and retries. Asio's resolver
+// would not do: it runs every lookup of an io_context on one thread, so one
+// such lookup would hold up the next host's, and the io_context's
+// destruction (a command's exit) would wait for it. The thread touches only
+// the shared result and its pipe, so it may outlive the caller and the
+// event loop.
+asio::awaitable<outcome<std::vector<std::string>>> async_lookup(const std::string& host,
+                                                                deadline until) {
+  auto ex = co_await asio::this_coro::executor;
+  auto shared = std::make_shared<lookup_result>();
+  if (::pipe2(shared->ready, O_CLOEXEC | O_NONBLOCK) != 0)
+    co_return failure::transient(std::string("cannot look up: ") + std::strerror(errno));
+  const int watched = ::dup(shared->ready[0]);
+  if (watched < 0)
+    co_return failure::transient(std::string("cannot look up: ") + std::strerror(errno));
+  asio::posix::stream_descriptor ready(ex, watched);
+  try {
+    std::thread([shared, host] {
+      look_up(host, *shared);
+      const char done = 1;
+      [[maybe_unused]] auto written = ::write(shared->ready[1], &done, 1);
+    }).detach();
+  } catch (const std::system_error& e) {
+    co_return failure::transient(std::string("cannot look up: ") + e.what());
+  }
+  asio::steady_timer timer(ex, until);
+  auto r = co_await (ready.async_wait(wait_type::wait_read, use_nothrow) ||
+                     timer.async_wait(use_nothrow));
+  if (r.index() == 1) co_return failure::transient("timed out");
+  std::lock_guard lock(shared->mutex);
+  if (shared->error == EAI_SYSTEM) co_return failure::transient(std::strerror(shared->sys_error));
+  if (shared->error != 0) co_return failure::transient(::gai_strerror(shared->error));
+  if (shared->addresses.empty()) co_return failure::transient("no address");
+  co_return std::move(shared->addresses);
+}
+
+}  // namespace
+
+// The hosts are tried one at a time, in order (connect_plan.hpp says why):
+// a name that does not resolve, an address that refuses or does not answer
+// in its share of the deadline, or a server that is not what
+// target_session_attrs asks for, is passed over for the next.
 asio::awaitable<outcome<connection>> connection::async_connect(std::string conninfo,
                                                                deadline until) {
-  auto ex = co_await asio::this_coro::executor;
-
-  char* parse_error = nullptr;
-  std::unique_ptr<PQconninfoOption, options_deleter> parsed(
-      PQconninfoParse(conninfo.c_str(), &parse_error));
-  if (!parsed) {
-    std::string why = parse_error ? one_line(parse_error) : "out of memory";
-    PQfreemem(parse_error);
-    co_return failure::permanent("invalid database connection string: " + why);
-  }
-  std::vector<std::string> keys, values;
-  std::string host, hostaddr;
-  bool has_encoding = false;
-  for (auto* o = parsed.get(); o->keyword; ++o) {
-    if (!o->val) continue;
-    std::string_view key = o->keyword;
-    if (key == "host") host = o->val;
-    if (key == "hostaddr") hostaddr = o->val;
-    if (key == "client_encoding") has_encoding = true;
-    keys.emplace_back(key);
-    values.emplace_back(o->val);
-  }
-  // Keys and endpoints are UTF-8 whatever the locale of the process says.
-  if (!has_encoding && !std::getenv("PGCLIENTENCODING")) {
-    keys.emplace_back("client_encoding");
-    values.emplace_back("UTF8");
-  }
-  if (host.empty() && hostaddr.empty()) {
-    if (const char* env = std::getenv("PGHOST")) host = env;
-  }
-
-  // libpq resolves host names with a blocking getaddrinfo(); do it here on
-  // Asio's resolver and give libpq the addresses.
-  if (hostaddr.empty() && !host.empty()) {
-    auto hosts = split_list(host);
-    bool any_name = false;
-    std::string addrs;
-    asio::ip::tcp::resolver resolver(ex);
-    for (std::size_t i = 0; i < hosts.size(); ++i) {
-      if (i) addrs += ',';
-      if (!is_host_name(hosts[i])) {
-        if (!hosts[i].empty() && hosts[i].front() != '/' && hosts[i].front() != '@')
-          addrs += hosts[i];
+  auto plan =
+      plan_connect(conninfo, [](const char* name) -> const char* { return std::getenv(name); });
+  if (!plan) co_return plan.error();
+  const auto& attempts = plan->attempts;
+  std::vector<std::string> failures;  // one per host (address) tried, in order
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    const host_attempt& a = attempts[i];
+    const std::size_t hosts_left = attempts.size() - i;
+    if (std::chrono::steady_clock::now() >= until) {
+      failures.push_back(a.shown + ": not tried, the connect deadline had passed");
+      continue;
+    }
+    std::vector<std::string> addresses{std::string()};
+    if (!a.lookup.empty()) {
+      const auto lookup_until = attempt_deadline(std::chrono::steady_clock::now(), until,
+                                                 hosts_left, plan->per_host_timeout);
+      auto found = co_await async_lookup(a.lookup, lookup_until);
+      if (!found) {
+        failures.push_back("could not resolve " + a.shown + ": " + found.error().message);
         continue;
       }
-      any_name = true;
-      asio::steady_timer timer(ex, until);
-      auto r = co_await (resolver.async_resolve(hosts[i], "", use_nothrow) ||
-                         timer.async_wait(use_nothrow));
-      if (r.index() == 1)
-        co_return failure::transient("could not resolve database host \"" + hosts[i] +
-                                     "\": timed out");
-      auto [ec, results] = std::get<0>(r);
-      if (ec || results.empty())
-        co_return failure::transient("could not resolve database host \"" + hosts[i] +
-                                     "\": " + ec.message());
-      addrs += results.begin()->endpoint().address().to_string();
+      addresses = std::move(*found);
     }
-    if (any_name) {
-      keys.emplace_back("hostaddr");
-      values.push_back(addrs);
-      if (std::find(keys.begin(), keys.end(), "host") == keys.end()) {
-        keys.emplace_back("host");
-        values.push_back(host);
+    for (std::size_t j = 0; j < addresses.size(); ++j) {
+      const std::string& address = addresses[j];
+      const auto attempt_until =
+          attempt_deadline(std::chrono::steady_clock::now(), until,
+                           (addresses.size() - j) + (hosts_left - 1), plan->per_host_timeout);
+      auto opened = co_await impl::async_connect_one(a.params, address, attempt_until);
+      if (opened) co_return connection(std::move(*opened));
+      // libpq's messages name the server; ours ("timed out") do not.
+      std::string why = opened.error().message;
+      if (why.find("connection to server") == std::string::npos) {
+        std::string where = a.shown;
+        if (!address.empty()) where += " at " + address;
+        why = where + ": " + why;
       }
+      failures.push_back(std::move(why));
     }
   }
-
-  std::vector<const char*> key_ptrs, value_ptrs;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    key_ptrs.push_back(keys[i].c_str());
-    value_ptrs.push_back(values[i].c_str());
+  std::string message = "could not connect to the database: ";
+  for (std::size_t i = 0; i < failures.size(); ++i) {
+    if (i) message += "; ";
+    message += failures[i];
   }
-  key_ptrs.push_back(nullptr);
-  value_ptrs.push_back(nullptr);
-
-  auto p = std::make_unique<impl>(ex);
-  p->conn.reset(PQconnectStartParams(key_ptrs.data(), value_ptrs.data(), 0));
-  if (!p->conn) co_return failure::transient("could not connect to the database: out of memory");
-  if (PQstatus(p->conn.get()) == CONNECTION_BAD)
-    co_return failure::transient("could not connect to the database: " + p->libpq_error());
-  // Notices (e.g. "relation already exists, skipping") would go to stderr.
-  PQsetNoticeProcessor(
-      p->conn.get(), [](void*, const char*) {}, nullptr);
-
-  auto poll = PGRES_POLLING_WRITING;
-  while (poll != PGRES_POLLING_OK) {
-    if (poll == PGRES_POLLING_FAILED)
-      co_return failure::transient("could not connect to the database: " + p->libpq_error());
-    if (auto attached = p->attach_socket(); !attached) co_return attached.error();
-    auto what = poll == PGRES_POLLING_READING ? wait_type::wait_read : wait_type::wait_write;
-    bool ready = co_await p->wait(what, until);
-    if (!ready) {
-      p->close();
-      co_return failure::transient("could not connect to the database: timed out");
-    }
-    poll = PQconnectPoll(p->conn.get());
-  }
-  if (auto attached = p->attach_socket(); !attached) co_return attached.error();
-  if (PQsetnonblocking(p->conn.get(), 1) != 0)
-    co_return failure::transient("could not make the database connection non-blocking: " +
-                                 p->libpq_error());
-  co_return connection(std::move(p));
+  co_return failure::transient(std::move(message));
 }
 
 asio::awaitable<outcome<result>> connection::async_exec(std::string_view sql, deadline until) {
@@ -623,7 +701,8 @@ asio::awaitable<std::vector<outcome<result>>> connection::async_pipeline(
 const std::string& connection::last_sqlstate() const { return impl_->last_sqlstate; }
 
 bool connection::is_idle() const {
-  return impl_ && impl_->conn && PQstatus(impl_->conn.get()) == CONNECTION_OK &&
+  return impl_ && impl_->conn && !impl_->not_reusable &&
+         PQstatus(impl_->conn.get()) == CONNECTION_OK &&
          PQtransactionStatus(impl_->conn.get()) == PQTRANS_IDLE;
 }
 

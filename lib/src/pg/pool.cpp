@@ -26,9 +26,6 @@ namespace gatherstats::pg {
 namespace {
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 using steady = std::chrono::steady_clock;
-// Slack on top of the server-side statement timeout before the client gives
-// up on a commit and drops the connection.
-constexpr auto client_slack = std::chrono::seconds(5);
 }  // namespace
 
 struct pool::state {
@@ -44,6 +41,12 @@ struct pool::state {
   std::size_t connected = 0;
   bool stopping = false;
   bool outage_reported = false;
+  // Counts the connections that failed. A connection opened before the
+  // last failure is not used again: after a failover, a server restart or
+  // a freeze the others are as dead as the one that failed, and finding that
+  // out one commit (and one deadline) at a time would report the outage
+  // again after the first reconnect had ended it.
+  unsigned long generation = 0;
   bool fetch_log_missing = false;  // the last connection made found no usable fetch log
   bool fetch_log_warned = false;   // said so (once per pool)
   asio::steady_timer wake;         // never expires: cancel_one() wakes an idle worker
@@ -107,13 +110,21 @@ struct pool::state {
 
 namespace {
 
+// No session state is set (no SET, no prepared statement, no temporary
+// table): behind PgBouncer in transaction pooling each transaction may run
+// on another server connection, and a SET would stay behind on one that
+// other clients then get. statement_timeout is the client's deadline of each
+// commit instead (a server-side bound is set on the role, if wanted).
 asio::awaitable<outcome<connection>> connect(std::shared_ptr<pool::state> s, deadline until) {
-  auto conn = co_await connection::async_connect(s->settings.conninfo, until);
-  if (!conn) co_return conn.error();
-  auto set = co_await conn->async_exec(
-      "SET statement_timeout = " + std::to_string(s->settings.statement_timeout.count()), until);
-  if (!set) co_return set.error();
-  co_return std::move(*conn);
+  co_return co_await connection::async_connect(s->settings.conninfo, until);
+}
+
+// Why a commit's connection was given up, for the "database lost" event:
+// a commit cut by its deadline says which setting that is.
+std::string commit_failure(const failure& f, bool deadline_passed, std::chrono::milliseconds t) {
+  if (!deadline_passed) return f.message;
+  return "no answer within database.statement_timeout (" + std::to_string(t.count()) +
+         " ms): " + f.message;
 }
 
 // A connection ready for commits, and whether it writes the fetch log.
@@ -175,6 +186,7 @@ bool fetch_log_dropped(const std::vector<outcome<std::size_t>>& results) {
 
 asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
   std::optional<connection> conn;
+  unsigned long opened_in = 0;  // s->generation when `conn` was opened
   const commit_tables without_log{s->settings.table, std::nullopt};
   const commit_tables with_log{s->settings.table, fetch_log_table(s->settings.table)};
   bool logging = false;  // this connection writes the fetch log
@@ -197,6 +209,7 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
         continue;
       }
       conn.emplace(std::move(opened->conn));
+      opened_in = s->generation;
       logging = opened->fetch_log;
       ++s->connected;
       failures = 0;
@@ -206,6 +219,10 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     }
     if (s->queue.empty()) {
       co_await s->wake.async_wait(use_nothrow);
+      continue;
+    }
+    if (opened_in != s->generation) {
+      drop();  // opened before another connection failed: open a new one
       continue;
     }
     // What is waiting goes together, up to a bound: small fetches share a
@@ -221,9 +238,9 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     s->batches.push_back(&batch);
     ++s->busy;
     const auto started = steady::now();
+    const auto commit_until = started + s->settings.statement_timeout;
     auto results =
-        co_await async_commit_all(*conn, logging ? with_log : without_log, batch,
-                                  steady::now() + s->settings.statement_timeout + client_slack);
+        co_await async_commit_all(*conn, logging ? with_log : without_log, batch, commit_until);
     --s->busy;
     s->in_flight -= batch.size();
     std::erase(s->batches, &batch);
@@ -264,7 +281,9 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     }
     if (!conn->is_idle()) {
       drop();
-      s->lost(transient->message);
+      ++s->generation;  // the other connections are suspect too
+      s->lost(
+          commit_failure(*transient, steady::now() >= commit_until, s->settings.statement_timeout));
     } else {
       // The connection is fine but the statement was not (a statement
       // timeout, a serialization failure): say so, then try again.
@@ -290,9 +309,9 @@ asio::awaitable<void> pruner(std::shared_ptr<pool::state> s) {
     std::size_t pruned = 0;
     std::optional<failure> problem;
     while (conn && !problem && !s->stopping) {
-      auto deleted = co_await async_prune_fetch_log(
-          *conn, log, s->settings.fetch_log_retention, s->settings.prune_batch,
-          steady::now() + s->settings.statement_timeout + client_slack);
+      auto deleted = co_await async_prune_fetch_log(*conn, log, s->settings.fetch_log_retention,
+                                                    s->settings.prune_batch,
+                                                    steady::now() + s->settings.statement_timeout);
       if (!deleted) {
         // No fetch log (warned at connect): nothing to prune.
         if (conn->last_sqlstate() != "42P01") problem = deleted.error();

@@ -306,9 +306,12 @@ asio::awaitable<outcome<std::size_t>> commit_copy_via_temp(connection& conn, con
                                                            const fetch_record& record,
                                                            deadline until) {
   const table_name& table = t.statistics;
+  // Dropped at the end of the transaction (committed or not): nothing is
+  // left on the server session, which PgBouncer's transaction pooling would
+  // hand to other clients.
   auto begun = co_await conn.async_exec(
-      "BEGIN; CREATE TEMP TABLE IF NOT EXISTS gatherstats_incoming"
-      " (key text, numeric_value float8) ON COMMIT DELETE ROWS",
+      "BEGIN; CREATE TEMP TABLE gatherstats_incoming"
+      " (key text, numeric_value float8) ON COMMIT DROP",
       until);
   if (!begun) {
     co_await abandon_transaction(conn, until);

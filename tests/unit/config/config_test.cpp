@@ -525,7 +525,7 @@ TEST_CASE("secret, CA, certificate and key files must exist and be readable", "[
   }
 }
 
-TEST_CASE("auth takes one kind of credentials; tls a certificate with its key", "[config]") {
+TEST_CASE("auth takes one kind of credentials, tls a certificate with its key", "[config]") {
   temp_dir dir;
   auto env = fake_env({{"DIR", dir.path.string()}});
   dir.write("f", "x");

@@ -67,7 +67,7 @@ struct database_config {
   std::size_t pool_size = 2;
   std::string table = "gatherstats_statistic";
   milliseconds connect_timeout{10'000};
-  milliseconds statement_timeout{30'000};
+  milliseconds statement_timeout{10'000};  // the client's deadline of one commit
   // The fetch log (gatherstats_fetch beside the table, docs/schema.md):
   // one row per fetch, failures included; rows older than the retention go.
   bool fetch_log = true;

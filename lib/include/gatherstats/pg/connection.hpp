@@ -4,8 +4,12 @@
 // PQconnectPoll, queries are PQsendQuery[Params] + PQflush + PQconsumeInput +
 // PQgetResult, and every wait for the socket is an Asio wait on the
 // coroutine's executor, so no libpq call blocks the loop. Host names in the
-// conninfo are resolved with Asio's resolver first (libpq would resolve them
-// synchronously) and handed to libpq as `hostaddr`.
+// conninfo are resolved first, each getaddrinfo() on a detached thread of its
+// own that the connect stops waiting for at its deadline (libpq would
+// resolve them synchronously), and handed to libpq as `hostaddr`. The hosts of a
+// multi-host conninfo are tried one at a time, in order, each alone and
+// with a deadline of its own (connect_plan.hpp): a host that does not
+// resolve, answer or match target_session_attrs is passed over.
 //
 // Besides plain queries it can run a statement with binary parameters, a
 // COPY ... FROM STDIN, and a pipeline of statements that are each their own
@@ -15,6 +19,9 @@
 // transient (connection lost or refused, timeout, server shutting down) or
 // permanent (bad conninfo, authentication, SQL error). After a transient
 // failure the connection is usually unusable: check `is_idle()` before reuse.
+// A server that refuses a write as read-only (SQLSTATE 25006) or is shutting
+// down (57P01 to 57P03) fails the statement transiently and leaves the
+// connection not idle, so that the next connection finds the writable host.
 // A deadline that passes abandons the operation and closes the connection
 // (libpq 15 has no non-blocking cancel).
 //
@@ -82,6 +89,8 @@ class connection {
  public:
   // Connects within `until`. `conninfo` is any libpq connection string or
   // URI; empty means libpq's environment (PGHOST, PGDATABASE, ...) alone.
+  // When no host can be had, the failure (transient) names each host tried
+  // and why, never a password.
   static boost::asio::awaitable<outcome<connection>> async_connect(std::string conninfo,
                                                                    deadline until);
 
@@ -133,7 +142,8 @@ class connection {
   // empty after a success or a failure that was not the server's answer.
   const std::string& last_sqlstate() const;
 
-  // Connected and outside any transaction: safe to hand to the next user.
+  // Connected, outside any transaction, and not refused as read-only or
+  // shutting down: safe to hand to the next user.
   bool is_idle() const;
 
   // Closes the connection now (also what a passed deadline does).

@@ -2,8 +2,12 @@
 // and `size` asynchronous libpq connections working through it.
 //
 // Each worker owns one connection: it connects at start (with a timeout),
-// sets the statement timeout, checks the table, and commits one fetch per
-// transaction. A connection that fails is dropped and replaced with
+// checks the table, and commits one fetch per transaction, each within
+// `statement_timeout` (the client's deadline: past it the connection is
+// closed). No session state is kept on the server between transactions, so
+// the pool works through PgBouncer in transaction pooling. A connection
+// that fails (or that the server refused as read-only or shutting down) is
+// dropped and replaced with
 // exponential backoff and jitter; the fetch it was committing goes back to
 // the front of the queue and is committed again on the next connection
 // (harmless: commits are idempotent). A fetch that fails permanently (the
@@ -36,7 +40,9 @@ struct pool_settings {
   std::size_t size = 2;
   table_name table;
   std::chrono::milliseconds connect_timeout{10'000};
-  std::chrono::milliseconds statement_timeout{30'000};
+  // The deadline of one commit transaction; past it the connection is
+  // closed and the fetches are committed again on a new one.
+  std::chrono::milliseconds statement_timeout{10'000};
   std::chrono::milliseconds reconnect_min{250};
   std::chrono::milliseconds reconnect_max{30'000};
   // The fetch log beside the table (fetch_log.hpp): every fetch, failures

@@ -90,8 +90,9 @@ enum class commit_path {
   // INSERT ... SELECT FROM unnest($3::text[], $4::float8[]) ON CONFLICT
   // (endpoint, key, fetched_at) DO NOTHING, with binary parameters.
   unnest_binary,
-  // Binary COPY into a temporary table, then INSERT ... SELECT ... ON
-  // CONFLICT DO NOTHING from it, in one explicit transaction.
+  // Binary COPY into a temporary table (ON COMMIT DROP: nothing stays on
+  // the session), then INSERT ... SELECT ... ON CONFLICT DO NOTHING from it,
+  // in one explicit transaction. The benchmark's only.
   copy_via_temp,
   // As unnest_binary with text-format array parameters (the path before
   // binary parameters; the benchmark's "before").
