@@ -220,9 +220,8 @@ struct collector::state {
     ++dropped_by[static_cast<std::size_t>(why)];
   }
 
-  // A fetch waits in memory only while a database connection is up to take
-  // it; otherwise, past spool.memory_max_bytes, or behind fetches already on
-  // disk (so that commits stay oldest first), it goes to the spool.
+  // A fetch waits in memory only while the database is not known to be
+  // away; otherwise, or past spool.memory_max_bytes, it goes to the spool.
   void accept(fetch_record r, std::shared_ptr<state> self) {
     observe_fetch(r);
     if (!pool) return;
@@ -231,10 +230,16 @@ struct collector::state {
     r.memory_id = next_memory_id++;
     r.accepted = steady::now();
     const bool over = pool->queued_bytes() + memory_bytes(r) > memory_max();
-    const bool away = pool->connected() == 0;
-    const bool behind = spool_waiting > 0 || !to_spool.empty() || moves_writing > 0;
-    if (spool_open && (over || away || behind)) {
-      if (!behind) {
+    const bool away = pool->unreachable();
+    // While the database is away, fetches keep the order they were made in
+    // on their way to the spool; once it is back, new fetches go to memory
+    // and the spooled ones are read back beside them with the room left
+    // (commits are independent and idempotent: their order is not a
+    // guarantee, and a spool that must drain before anything new is
+    // committed can never catch up at a high rate).
+    const bool behind = !to_spool.empty() || moves_writing > 0;
+    if (spool_open && (over || away || (behind && pool->connected() == 0))) {
+      if (!behind && spool_waiting == 0) {
         log::event e{log::event_kind::results_spooled, log::severity::notice};
         e.detail = over ? "the fetches waiting in memory reached spool.memory_max_bytes (" +
                               std::to_string(memory_max()) +

@@ -372,6 +372,8 @@ void pool::submit(fetch_record record) {
 
 std::size_t pool::busy() const { return state_->busy; }
 
+bool pool::unreachable() const { return state_->connected == 0 && state_->outage_reported; }
+
 void pool::for_each_pending(const std::function<void(const fetch_record&)>& visit) const {
   for (const auto* batch : state_->batches)
     for (const auto& r : *batch) visit(r);

@@ -91,6 +91,10 @@ class pool {
   // Connections that are up, and those of them in a commit.
   std::size_t connected() const;
   std::size_t busy() const;
+  // No connection is up, and the last attempt to have one failed (the
+  // database is lost, as the `database lost` event said); false while the
+  // first connections are still being made.
+  bool unreachable() const;
   // Calls `visit` with every fetch queued or being committed, oldest first
   // within each; the records must not be kept past the call.
   void for_each_pending(const std::function<void(const fetch_record&)>& visit) const;
