@@ -30,9 +30,13 @@ using namespace gatherstats;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-namespace {
+using test::check_all_stored_once;
+using test::lines_with;
+using test::partial_fetches;
+using test::silent_listener;
+using test::three_endpoints;
 
-const std::string data_dir = test::source_dir() + "/tests/data";
+namespace {
 
 // The value of `key=` in a keyword conninfo.
 std::string keyword(const std::string& conninfo, const std::string& key) {
@@ -42,31 +46,6 @@ std::string keyword(const std::string& conninfo, const std::string& key) {
   return conninfo.substr(at, conninfo.find(' ', at) - at);
 }
 
-long long lines_with(const std::string& text, const std::string& what) {
-  long long n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
-// A TCP port that accepts connections (the kernel completes the handshake)
-// but never says anything: a host that hangs.
-struct silent_listener {
-  int fd = -1;
-  std::uint16_t port = 0;
-  silent_listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd, 8) == 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
-  ~silent_listener() { ::close(fd); }
-};
-
 // Connects and asks `sql`; the first value, or why not.
 asio::awaitable<outcome<std::string>> ask(std::string conninfo, std::string sql,
                                           std::chrono::milliseconds within) {
@@ -75,66 +54,6 @@ asio::awaitable<outcome<std::string>> ask(std::string conninfo, std::string sql,
   auto r = co_await conn->async_exec(sql, steady::now() + 20s);
   if (!r) co_return r.error();
   co_return std::string(r->get(0, 0));
-}
-
-// Three endpoints at 1 s, each with a path of its own and a known row count
-// (as in fault_test.cpp): 15 rows (unnest), 6 rows, 200 rows (COPY).
-struct three_endpoints {
-  test::test_server server{"", data_dir};
-  struct endpoint {
-    std::string path;  // what the server counts
-    std::string url;
-    long long rows;  // per fetch
-  };
-  std::vector<endpoint> all{
-      {"/stats", server.url("/stats"), 15},
-      {"/files/asset_counts.json", server.url("/files/asset_counts.json"), 6},
-      {"/generated", server.url("/generated?leaves=200"), 200},
-  };
-
-  std::string yaml() const {
-    std::string out = "endpoints:\n";
-    for (std::size_t i = 0; i < all.size(); ++i)
-      out += "  - {name: e" + std::to_string(i) + ", url: \"" + all[i].url + "\", interval: 1s}\n";
-    return out;
-  }
-  long long requests(const endpoint& e) const { return test::requests_served(server, e.path); }
-  // Fetches of every endpoint committed (as `db` sees them).
-  bool all_stored(const test::scratch_database& db) const {
-    for (const auto& e : all)
-      if (test::fetches_of(db, e.url) < requests(e)) return false;
-    return true;
-  }
-};
-
-long long partial_fetches(const test::scratch_database& db, const std::string& url,
-                          long long rows) {
-  return std::stoll(db.query(
-      "SELECT count(*) FROM (SELECT fetched_at FROM gatherstats_statistic"
-      " WHERE endpoint = '" +
-      url + "' GROUP BY fetched_at HAVING count(*) <> " + std::to_string(rows) + ") AS p")[0][0]);
-}
-
-// Waits until the database holds every fetch the server answered, stops
-// the daemon (exit 0), then checks: each fetch stored exactly once, whole
-// (rows per fetch = the document's), and the daemon lost nothing.
-void check_all_stored_once(const test::scratch_database& db, const three_endpoints& eps,
-                           test::daemon_process& d) {
-  bool caught_up = test::eventually([&] { return eps.all_stored(db); }, 60s);
-  INFO(d.log_text());
-  CHECK(caught_up);
-  d.stop_cleanly();
-  for (const auto& e : eps.all) {
-    INFO(e.path);
-    auto fetched = eps.requests(e);
-    CHECK(fetched >= 3);
-    CHECK(test::fetches_of(db, e.url) == fetched);
-    CHECK(std::stoll(db.query("SELECT count(*) FROM gatherstats_statistic WHERE endpoint = '" +
-                              e.url + "'")[0][0]) == fetched * e.rows);
-    CHECK(partial_fetches(db, e.url, e.rows) == 0);
-  }
-  CHECK(lines_with(d.log_text(), "results dropped") == 0);
-  CHECK(lines_with(d.log_text(), "commit failed") == 0);
 }
 
 }  // namespace
@@ -180,7 +99,7 @@ TEST_CASE("a host that accepts but never answers costs only its share of the dea
   silent_listener hang;
   const std::string next =
       "127.0.0.1," + keyword(test::tcp_admin_conninfo(), "host") +
-      " port=" + std::to_string(hang.port) + "," + keyword(test::tcp_admin_conninfo(), "port") +
+      " port=" + std::to_string(hang.port()) + "," + keyword(test::tcp_admin_conninfo(), "port") +
       " user=" + keyword(test::tcp_admin_conninfo(), "user") + " dbname=" + db.name();
   SECTION("without connect_timeout: half of the 12 s each") {
     const auto started = steady::now();

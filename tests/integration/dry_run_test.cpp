@@ -109,35 +109,7 @@ bool iso8601_utc_micros(const std::string& s) {
   return std::regex_match(s, form);
 }
 
-// A port that accepts connections and is never served: whether anything
-// connected shows afterwards as a pending connection.
-class silent_listener {
- public:
-  silent_listener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) == 0);
-    REQUIRE(::listen(fd_, 8) == 0);
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~silent_listener() { ::close(fd_); }
-  std::string conninfo() const {
-    return "host=127.0.0.1 port=" + std::to_string(port_) + " dbname=none connect_timeout=2";
-  }
-  bool contacted() const {
-    pollfd p{fd_, POLLIN, 0};
-    return ::poll(&p, 1, 0) > 0;
-  }
-
- private:
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-};
+using test::silent_listener;
 
 }  // namespace
 

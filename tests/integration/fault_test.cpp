@@ -23,63 +23,11 @@ namespace {
 
 const std::string data_dir = test::source_dir() + "/tests/data";
 
-// Three endpoints at 1 s, each with a path of its own and a known row count.
-struct three_endpoints {
-  test::test_server server{"", data_dir};
-  struct endpoint {
-    std::string path;  // what the server counts
-    std::string url;
-    long long rows;  // per fetch
-  };
-  std::vector<endpoint> all{
-      {"/stats", server.url("/stats"), 15},
-      {"/files/asset_counts.json", server.url("/files/asset_counts.json"), 6},
-      {"/generated", server.url("/generated?leaves=200"), 200},
-  };
-
-  std::string yaml() const {
-    std::string out = "endpoints:\n";
-    for (std::size_t i = 0; i < all.size(); ++i)
-      out += "  - {name: e" + std::to_string(i) + ", url: \"" + all[i].url + "\", interval: 1s}\n";
-    return out;
-  }
-  long long requests(const endpoint& e) const { return test::requests_served(server, e.path); }
-};
-
+using test::check_all_stored_once;
+using test::lines_with;
+using test::partial_fetches;
 using test::spool_files;
-
-// Fetches of `url` stored without their full set of rows.
-long long partial_fetches(const test::scratch_database& db, const std::string& url,
-                          long long rows) {
-  return std::stoll(db.query(
-      "SELECT count(*) FROM (SELECT fetched_at FROM gatherstats_statistic"
-      " WHERE endpoint = '" +
-      url + "' GROUP BY fetched_at HAVING count(*) <> " + std::to_string(rows) + ") AS p")[0][0]);
-}
-
-// Waits until the database holds every fetch the server answered, stops
-// the daemon (exit 0), then checks: each fetch stored exactly once, whole.
-void check_all_stored_once(const test::scratch_database& db, const three_endpoints& eps,
-                           test::daemon_process& d) {
-  bool caught_up = test::eventually(
-      [&] {
-        for (const auto& e : eps.all)
-          if (test::fetches_of(db, e.url) < eps.requests(e)) return false;
-        return true;
-      },
-      60s);
-  INFO(d.log_text());
-  CHECK(caught_up);
-  d.stop_cleanly();
-  for (const auto& e : eps.all) {
-    INFO(e.path);
-    auto fetched = eps.requests(e);
-    CHECK(test::fetches_of(db, e.url) == fetched);
-    CHECK(std::stoll(db.query("SELECT count(*) FROM gatherstats_statistic WHERE endpoint = '" +
-                              e.url + "'")[0][0]) == fetched * e.rows);
-    CHECK(partial_fetches(db, e.url, e.rows) == 0);
-  }
-}
+using test::three_endpoints;
 
 }  // namespace
 
@@ -283,13 +231,6 @@ TEST_CASE(
 }
 
 namespace {
-
-// Log lines containing `what`.
-long long lines_with(const std::string& text, const std::string& what) {
-  long long n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
 
 // The database never reachable; every fetch (over 1 KiB) goes to a spool
 // that `mount_options` make unusable: a tmpfs mounted over the spool

@@ -24,6 +24,7 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 const std::string data_dir = test::source_dir() + "/tests/data";
+using test::lines_with;
 
 pg::deadline soon() { return steady::now() + 20s; }
 
@@ -47,12 +48,6 @@ long long requests(const test::test_server& server, const std::string& path) {
   return test::requests_served(server, path);
 }
 using test::spool_files;
-
-long long lines_with(const std::string& text, const std::string& what) {
-  long long n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
 
 // In one snapshot (one statement): ok log rows whose statistics are not all
 // there, plus fetches in the statistics without their ok log row. Zero

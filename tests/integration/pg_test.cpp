@@ -3,6 +3,7 @@
 // idempotent commit.
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
+#include "support/daemon.hpp"
 #include "support/route.hpp"
 #include "support/test_env.hpp"
 
@@ -90,25 +91,6 @@ fetch_record sample_record(std::string endpoint = "http://iar-backend.invalid/st
   return r;
 }
 
-// A TCP port that accepts connections (the kernel completes the handshake)
-// but never says anything: a database that hangs.
-struct silent_listener {
-  int fd = -1;
-  std::uint16_t port = 0;
-  silent_listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd, 8) == 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
-  ~silent_listener() { ::close(fd); }
-};
-
 }  // namespace
 
 TEST_CASE("an asynchronous connection runs queries over the Unix socket and over TCP", "[pg]") {
@@ -137,14 +119,14 @@ TEST_CASE("connection failures are values that say what went wrong", "[pg]") {
     CHECK_THAT(bad.error().message, Catch::Contains("invalid database connection string"));
   }
   SECTION("a server that never answers: the deadline ends the wait") {
-    silent_listener hang;
+    test::silent_listener hang;
     auto started = steady_clock::now();
     auto r = test::run_async([](std::uint16_t port) -> asio::awaitable<outcome<std::string>> {
       auto conn = co_await pg::connection::async_connect(
           "host=127.0.0.1 port=" + std::to_string(port), in(std::chrono::milliseconds(300)));
       if (!conn) co_return conn.error();
       co_return std::string("connected?");
-    }(hang.port));
+    }(hang.port()));
     auto took = steady_clock::now() - started;
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().is_transient());

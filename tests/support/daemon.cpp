@@ -4,6 +4,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -116,6 +121,58 @@ void daemon_process::stop_cleanly() const {
 
 bool daemon_process::logged(const std::string& what, std::chrono::milliseconds within) const {
   return eventually([&] { return log_text().find(what) != std::string::npos; }, within);
+}
+
+long long lines_with(const std::string& text, const std::string& what) {
+  long long n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+long long partial_fetches(const scratch_database& db, const std::string& url, long long rows) {
+  return std::stoll(db.query(
+      "SELECT count(*) FROM (SELECT fetched_at FROM gatherstats_statistic"
+      " WHERE endpoint = '" +
+      url + "' GROUP BY fetched_at HAVING count(*) <> " + std::to_string(rows) + ") AS p")[0][0]);
+}
+
+silent_listener::silent_listener() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd_ >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+  REQUIRE(::listen(fd_, 8) == 0);
+  REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  port_ = ntohs(addr.sin_port);
+}
+
+silent_listener::~silent_listener() { ::close(fd_); }
+
+bool silent_listener::contacted() const {
+  pollfd p{fd_, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+void check_all_stored_once(const scratch_database& db, const three_endpoints& eps,
+                           daemon_process& d) {
+  bool caught_up = eventually([&] { return eps.all_stored(db); }, 60s);
+  INFO(d.log_text());
+  CHECK(caught_up);
+  d.stop_cleanly();
+  for (const auto& e : eps.all) {
+    INFO(e.path);
+    auto fetched = eps.requests(e);
+    CHECK(fetched >= 3);
+    CHECK(fetches_of(db, e.url) == fetched);
+    CHECK(std::stoll(db.query("SELECT count(*) FROM gatherstats_statistic WHERE endpoint = '" +
+                              e.url + "'")[0][0]) == fetched * e.rows);
+    CHECK(partial_fetches(db, e.url, e.rows) == 0);
+  }
+  CHECK(lines_with(d.log_text(), "results dropped") == 0);
+  CHECK(lines_with(d.log_text(), "commit failed") == 0);
 }
 
 }  // namespace test
