@@ -44,7 +44,10 @@ struct pool_settings {
   // closed and the fetches are committed again on a new one.
   std::chrono::milliseconds statement_timeout{10'000};
   std::chrono::milliseconds reconnect_min{250};
-  std::chrono::milliseconds reconnect_max{30'000};
+  // The longest wait between two tries to connect: also the most a
+  // failover adds to the time before the first commit on the new primary
+  // (a try costs little: a refused or failed connect).
+  std::chrono::milliseconds reconnect_max{5'000};
   // The fetch log beside the table (fetch_log.hpp): every fetch, failures
   // included, gets its row there. Each connection checks at connect that the
   // log is there; where it is not (a database migrated by an older version)
