@@ -28,6 +28,12 @@ namespace gatherstats {
 namespace {
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 using steady = std::chrono::steady_clock;
+
+// A store the spool refused because it is full under full_policy::stop (its
+// wording), as opposed to one it could not write.
+bool refused_as_full(const std::string& message) {
+  return message.find(" is full (") != std::string::npos;
+}
 }  // namespace
 
 const char* log::to_string(event_kind kind) {
@@ -357,8 +363,7 @@ struct collector::state {
         }
         auto stored = s->spool->store(r, s->spool_fed_upto, &s->copy_ids);
         if (!stored) {
-          // The spool's wording for a refusal under full_policy::stop.
-          bool full = stored.error().message.find(" is full (") != std::string::npos;
+          bool full = refused_as_full(stored.error().message);
           if (full) out.full = true;
           out.dropped.push_back(
               {full ? observe::drop_reason::spool_full : observe::drop_reason::spool_unwritable,
@@ -400,8 +405,7 @@ struct collector::state {
       }
     }
     if (!r.copy_problem.empty()) {
-      // The spool's wording for a refusal under full_policy::stop: full, not broken.
-      if (r.copy_problem.find(" is full (") == std::string::npos) {
+      if (!refused_as_full(r.copy_problem)) {
         spool_unwritable = true;
         spool_problem = r.copy_problem;
       }

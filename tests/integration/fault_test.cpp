@@ -125,42 +125,55 @@ TEST_CASE("the daemon killed with SIGKILL while results are spooled: the next st
 
 namespace {
 
-// One endpoint that serves its document `n` times, then 410 Gone for good:
-// the number of fetches that can be stored is known before the test starts.
-// The fetch log is off, so the spool holds only fetches with statistics.
-struct counted_endpoint {
+// A private cluster with a migrated database, and one endpoint that serves
+// its document `n` times, then 410 Gone for good: the number of fetches that
+// can be stored is known before the test starts. The fetch log is off, so
+// the spool holds only fetches with statistics.
+struct counted_run {
   static constexpr long long n = 12;
   static constexpr long long rows = 15;
+  test::private_cluster pg;
+  test::scratch_database db{pg.admin_conninfo()};
   test::test_server server{"", data_dir};
   std::string url = server.url("/stats-times?n=" + std::to_string(n));
+  test::temp_dir state;
+  fs::path spool = state.path() / "spool";
 
-  std::string yaml(const test::scratch_database& db, const fs::path& spool) const {
-    return test::database_yaml(db) + "  fetch_log: false\nendpoints:\n  - {name: counted, url: \"" +
-           url + "\", interval: 1s}\nspool: {directory: \"" + spool.string() + "\"}\n";
+  counted_run() { db.migrate(); }
+
+  std::string spool_yaml() const { return "spool: {directory: \"" + spool.string() + "\"}\n"; }
+
+  // The first run, once two of its fetches are stored.
+  std::unique_ptr<test::daemon_process> start() const {
+    auto d = std::make_unique<test::daemon_process>(
+        test::database_yaml(db) + "  fetch_log: false\nendpoints:\n  - {name: counted, url: \"" +
+        url + "\", interval: 1s}\n" + spool_yaml());
+    bool started = test::eventually([&] { return test::fetches_of(db, url) >= 2; }, 15s);
+    INFO(d->log_text());
+    REQUIRE(started);
+    return d;
   }
-  long long served() const { return test::requests_served(server, "/stats-times"); }
-  // Three requests past the last document: it was served two intervals ago.
-  bool done_serving() const { return served() >= n + 3; }
-};
 
-// After the first run was killed: a second run, polling another endpoint,
-// must commit every one of the first run's fetches from the spool, once and
-// whole, and leave the spool empty.
-void check_spool_replayed(const test::scratch_database& db, const counted_endpoint& ep,
-                          const fs::path& spool) {
-  test::daemon_process again(test::database_yaml(db) + "endpoints:\n  - {name: other, url: \"" +
-                             ep.server.url("/stats?other") +
-                             "\", interval: 1h}\nspool: {directory: \"" + spool.string() + "\"}\n");
-  bool all = test::eventually([&] { return test::fetches_of(db, ep.url) >= ep.n; }, 30s);
-  INFO(again.log_text());
-  CHECK(all);
-  CHECK(test::eventually([&] { return spool_files(spool) == 0; }, 10s));
-  again.stop_cleanly();
-  CHECK(test::fetches_of(db, ep.url) == ep.n);
-  CHECK(partial_fetches(db, ep.url, ep.rows) == 0);
-  CHECK(std::stoll(db.query("SELECT count(*) FROM gatherstats_statistic WHERE endpoint = '" +
-                            ep.url + "'")[0][0]) == ep.n * ep.rows);
-}
+  // Three requests past the last document: it was served two intervals ago.
+  bool done_serving() const { return test::requests_served(server, "/stats-times") >= n + 3; }
+
+  // After the first run was killed: a second run, polling another endpoint,
+  // must commit every one of the first run's fetches from the spool, once
+  // and whole, and leave the spool empty.
+  void check_spool_replayed() const {
+    test::daemon_process again(test::database_yaml(db) + "endpoints:\n  - {name: other, url: \"" +
+                               server.url("/stats?other") + "\", interval: 1h}\n" + spool_yaml());
+    bool all = test::eventually([&] { return test::fetches_of(db, url) >= n; }, 30s);
+    INFO(again.log_text());
+    CHECK(all);
+    CHECK(test::eventually([&] { return spool_files(spool) == 0; }, 10s));
+    again.stop_cleanly();
+    CHECK(test::fetches_of(db, url) == n);
+    CHECK(partial_fetches(db, url, rows) == 0);
+    CHECK(std::stoll(db.query("SELECT count(*) FROM gatherstats_statistic WHERE endpoint = '" +
+                              url + "'")[0][0]) == n * rows);
+  }
+};
 
 }  // namespace
 
@@ -168,48 +181,32 @@ TEST_CASE(
     "the daemon killed with SIGKILL ten seconds into a database outage: after a restart every "
     "fetch it made is stored exactly once, whole",
     "[daemon][fault][durable]") {
-  test::private_cluster pg;
-  test::scratch_database db(pg.admin_conninfo());
-  db.migrate();
-  counted_endpoint ep;
-  test::temp_dir state;
-  const fs::path spool = state.path() / "spool";
+  counted_run run;
   {
     // The default memory bound (64 MiB) would hold every fetch of this
     // outage in memory: only the spool can keep them.
-    test::daemon_process d(ep.yaml(db, spool));
-    bool started = test::eventually([&] { return test::fetches_of(db, ep.url) >= 2; }, 15s);
-    INFO(d.log_text());
-    REQUIRE(started);
-    pg.down();
+    auto d = run.start();
+    run.pg.down();
     const auto outage = std::chrono::steady_clock::now();
-    REQUIRE(test::eventually([&] { return ep.done_serving(); }, 40s));
+    REQUIRE(test::eventually([&] { return run.done_serving(); }, 40s));
     CHECK(std::chrono::steady_clock::now() - outage >= 10s);
-    CHECK(spool_files(spool) > 0);
-    REQUIRE(d.process->signal_and_wait(SIGKILL, 10s).has_value());
+    CHECK(spool_files(run.spool) > 0);
+    REQUIRE(d->process->signal_and_wait(SIGKILL, 10s).has_value());
   }
-  pg.up();
-  check_spool_replayed(db, ep, spool);
+  run.pg.up();
+  run.check_spool_replayed();
 }
 
 TEST_CASE(
     "the daemon killed with SIGKILL while its commits wait on a locked table: the fetches that "
     "waited are in the spool and stored once after a restart",
     "[daemon][fault][durable]") {
-  test::private_cluster pg;
-  test::scratch_database db(pg.admin_conninfo());
-  db.migrate();
-  counted_endpoint ep;
-  test::temp_dir state;
-  const fs::path spool = state.path() / "spool";
+  counted_run run;
   {
-    test::daemon_process d(ep.yaml(db, spool));
-    bool started = test::eventually([&] { return test::fetches_of(db, ep.url) >= 2; }, 15s);
-    INFO(d.log_text());
-    REQUIRE(started);
+    auto d = run.start();
     // The database answers, but no insert can finish: the daemon's
     // connections stay up and its commits wait, with fetches behind them.
-    std::unique_ptr<PGconn, decltype(&PQfinish)> locker(PQconnectdb(db.conninfo().c_str()),
+    std::unique_ptr<PGconn, decltype(&PQfinish)> locker(PQconnectdb(run.db.conninfo().c_str()),
                                                         &PQfinish);
     REQUIRE(PQstatus(locker.get()) == CONNECTION_OK);
     auto exec = [&](const char* sql) {
@@ -217,17 +214,17 @@ TEST_CASE(
       return PQresultStatus(r.get()) == PGRES_COMMAND_OK;
     };
     REQUIRE(exec("BEGIN; LOCK TABLE gatherstats_statistic IN EXCLUSIVE MODE"));
-    REQUIRE(test::eventually([&] { return ep.done_serving(); }, 40s));
-    const auto stored = test::fetches_of(db, ep.url);
-    CHECK(stored < ep.n);
+    REQUIRE(test::eventually([&] { return run.done_serving(); }, 40s));
+    const auto stored = test::fetches_of(run.db, run.url);
+    CHECK(stored < run.n);
     // Each fetch not stored is in the spool: copied there once it had
     // waited spool.memory_max_wait (2 s), the last of them over 2 s ago.
-    CHECK(spool_files(spool) == ep.n - stored);
-    CHECK(d.logged("waited longer than spool.memory_max_wait", 1s));
-    REQUIRE(d.process->signal_and_wait(SIGKILL, 10s).has_value());
+    CHECK(spool_files(run.spool) == run.n - stored);
+    CHECK(d->logged("waited longer than spool.memory_max_wait", 1s));
+    REQUIRE(d->process->signal_and_wait(SIGKILL, 10s).has_value());
     CHECK(exec("ROLLBACK"));
   }
-  check_spool_replayed(db, ep, spool);
+  run.check_spool_replayed();
 }
 
 namespace {

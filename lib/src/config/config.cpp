@@ -492,8 +492,8 @@ class config_reader {
     if (auto* e = m->get("memory_max_wait")) {
       if (auto d = duration(*e)) {
         if (*d < milliseconds(100) || *d > milliseconds(3'600'000))
-          fail(e->value_at, "\"memory_max_wait\" must be between 100ms and 1h, not " +
-                                text(*e).value_or(""));
+          fail(e->value_at,
+               "\"memory_max_wait\" must be between 100ms and 1h, not " + text(*e).value_or(""));
         else
           spool.memory_max_wait = *d;
       }
