@@ -12,9 +12,7 @@
 #include <optional>
 #include <regex>
 #include <set>
-#include <sstream>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace {
@@ -88,12 +86,13 @@ lines scdoc_text(const lines& file) {
   lines out;
   bool literal = false;
   for (const auto& line : file) {
-    if (line.find("```") != std::string::npos) {
+    if (!literal && line.starts_with("; ")) continue;
+    const auto start = line.find_first_not_of('\t');
+    if (start != std::string::npos && line.compare(start, std::string::npos, "```") == 0) {
       literal = !literal;
       continue;
     }
-    if (literal || line.starts_with("; ")) continue;
-    out.push_back(line);
+    if (!literal) out.push_back(line);
   }
   return out;
 }
@@ -110,7 +109,7 @@ lines scdoc_section(const lines& text, const std::string& heading) {
     }
     if (in) out.push_back(line);
   }
-  INFO("the section # " << heading);
+  INFO("looking for the section \"# " << heading << "\"");
   REQUIRE(in);
   return out;
 }
@@ -161,7 +160,7 @@ lines markdown_section(const lines& file, const std::string& heading) {
     }
     if (in) out.push_back(line);
   }
-  INFO("the section ## " << heading);
+  INFO("looking for the section \"## " << heading << "\"");
   REQUIRE(in);
   return out;
 }
@@ -336,7 +335,7 @@ lines subsection(const lines& text, const std::string& h, const std::string& nam
     }
     if (in) out.push_back(line);
   }
-  INFO("the section " << h << name);
+  INFO("looking for the section \"" << h << name << "\"");
   REQUIRE(in);
   return out;
 }
@@ -477,12 +476,10 @@ TEST_CASE(
 
   // defaults: the first paragraph of each names every key of an endpoint
   // (those it inherits, and those it does not).
-  const key_section* endpoints = section_named(manual, "endpoints");
   std::set<std::string> endpoint_keys;
   for (const auto& s : documented)
     if (s.name == "endpoints")
       for (const auto& e : s.keys) endpoint_keys.insert(e.key);
-  REQUIRE(endpoints != nullptr);
   REQUIRE(endpoint_keys.size() >= 10);
 
   const std::string doc_paragraph = first_paragraph(
