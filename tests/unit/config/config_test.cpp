@@ -648,7 +648,8 @@ TEST_CASE("load_config_file reads a file and names it in errors", "[config]") {
 }
 
 TEST_CASE("the example configuration is valid", "[config]") {
-  auto example = std::filesystem::path(__FILE__).parent_path() / "../../../config/gatherstats.yaml";
+  // The source directory from CMake, not __FILE__ (relative under ccache's CCACHE_BASEDIR).
+  auto example = std::filesystem::path(GATHERSTATS_SOURCE_DIR) / "config/gatherstats.yaml";
   auto r = load_config_file(example.lexically_normal().string(), no_env);
   for (const auto& e : r.errors) UNSCOPED_INFO(e.to_string());
   REQUIRE(r.config);
