@@ -413,8 +413,8 @@ void print(const std::string& title, const std::vector<method>& methods, std::si
 }
 
 fs::path default_source_dir() {
-  // This file is SOURCE_DIR/tests/bench/commit_bench.cpp.
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
+  // From CMake, not __FILE__ (relative under ccache's CCACHE_BASEDIR).
+  return fs::path(GATHERSTATS_SOURCE_DIR);
 }
 
 fs::path gatherstatsd_path() {
