@@ -10,8 +10,10 @@ const char* const usage =
     "                     [--ca-file FILE] [--table NAME] [--values strict|skip]\n"
     "                     [--timeout DURATION] [--dry-run [--format tsv|json]]\n"
     "      fetch one JSON document, flatten it and commit its rows in one transaction\n"
-    "  gatherstatsd migrate [--database CONNINFO] [--table NAME]\n"
-    "      create the statistics table and the fetch log beside it if missing, then check\n"
+    "  gatherstatsd migrate [--database CONNINFO] [--table NAME] [--drop-redundant-indexes]\n"
+    "      create the statistics table and the fetch log beside it if missing, then check;\n"
+    "      --drop-redundant-indexes drops the table's indexes that repeat its unique index\n"
+    "      (DROP INDEX CONCURRENTLY: writes go on)\n"
     "  gatherstatsd [--config FILE] [--check | --once [--dry-run [--format tsv|json]]]\n"
     "               [--log-target auto|stderr|journal]\n"
     "               [--log-level debug|info|notice|warning|error]\n"
@@ -71,6 +73,11 @@ class arg_reader {
 
 parse_result fail(std::string message) { return {std::nullopt, std::move(message)}; }
 
+const std::string drop_redundant_indexes = "--drop-redundant-indexes";
+const std::string only_for_migrate = drop_redundant_indexes +
+                                     " applies only to migrate (gatherstatsd migrate " +
+                                     drop_redundant_indexes + ")";
+
 // --format's value; an error message, or empty.
 std::string apply_format(const std::optional<std::string>& format, bool dry_run,
                          output_format& out) {
@@ -120,6 +127,7 @@ parse_result parse_fetch(arg_reader& in) {
       in.skip();
       continue;
     }
+    if (a == drop_redundant_indexes) return fail("fetch: " + only_for_migrate);
     if (a.starts_with("--") || (a.starts_with("-") && a.size() > 1))
       return fail("fetch: unknown option " + a);
     if (source) return fail("fetch: only one URL_OR_PATH, got also \"" + a + "\"");
@@ -153,6 +161,11 @@ parse_result parse_migrate(arg_reader& in) {
   while (!in.done()) {
     if (in.option("--database", o.database, error) || in.option("--table", table, error)) {
       if (!error.empty()) return fail(error);
+      continue;
+    }
+    if (in.peek() == drop_redundant_indexes) {
+      o.drop_redundant_indexes = true;
+      in.skip();
       continue;
     }
     if (in.peek() == "--dry-run" || in.peek().starts_with("--format"))
@@ -199,6 +212,8 @@ parse_result parse_command_line(const std::vector<std::string>& args) {
       return {command{show_help{}}, {}};
     else if (a == "--version")
       return {command{show_version{}}, {}};
+    else if (a == drop_redundant_indexes)
+      return fail(only_for_migrate);
     else
       return fail("unknown argument " + a);
     in.skip();

@@ -30,6 +30,7 @@ struct fetch_options {
 struct migrate_options {
   std::optional<std::string> database;
   std::string table = "gatherstats_statistic";
+  bool drop_redundant_indexes = false;  // after the check, drop what repeats the unique index
 };
 
 // Where the daemon's events go: `automatic` picks the journal when stderr is

@@ -233,12 +233,59 @@ asio::awaitable<outcome<dry_run_result>> async_dry_fetch(fetch_options o,
   co_return result;
 }
 
-asio::awaitable<outcome<pg::migrated>> async_migrate(migrate_options o, asio::any_io_executor) {
+// "(endpoint, key)"
+std::string column_list(const pg::redundant_index& index) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < index.columns.size(); ++i) out += (i ? ", " : "") + index.columns[i];
+  return out + ")";
+}
+
+// What `migrate` did, on stdout: the table, the fetch log, and each
+// redundant index, with what to do about it unless it is about to go.
+void print_migrated(const migrate_options& o, const pg::table_name& table,
+                    const pg::migrated& done) {
+  std::cout << (done.table ? "Created table " : "Table ") << o.table
+            << (done.table ? "\n" : " already exists and is usable\n");
+  const auto log = pg::fetch_log_table(table).display();
+  const auto view = pg::endpoint_health_view(table).display();
+  if (done.fetch_log)
+    std::cout << "Created fetch log " << log << " and view " << view << "\n";
+  else
+    std::cout << "Fetch log " << log << " already exists; view " << view << " is up to date\n";
+  if (o.drop_redundant_indexes) return;
+  // Not the --database: it may hold a password.
+  const std::string table_option = o.table == pg::default_table ? "" : " --table " + o.table;
+  for (const auto& index : done.redundant_indexes)
+    std::cout << "Index " << index.name << " " << column_list(index)
+              << " repeats the unique constraint's index: every commit updates it for nothing;"
+                 " drop it with: gatherstatsd migrate --drop-redundant-indexes"
+              << table_option << "\n";
+}
+
+// What async_migrate gives run_migrate: nothing more (it printed as it went).
+struct migrate_finished {};
+
+// Migrates and checks, prints what it did as it goes, then, with
+// --drop-redundant-indexes, drops the redundant indexes one by one, each
+// line printed once its index is gone (so a failure halfway leaves the
+// lines of what was done, and the error on stderr).
+asio::awaitable<outcome<migrate_finished>> async_migrate(migrate_options o, asio::any_io_executor) {
   auto table = pg::table_name::parse(o.table);
   if (!table) co_return table.error();
   auto conn = co_await pg::connection::async_connect(o.database.value_or(""), database_deadline());
   if (!conn) co_return conn.error();
-  co_return co_await pg::async_migrate(*conn, *table, database_deadline());
+  auto done = co_await pg::async_migrate(*conn, *table, database_deadline());
+  if (!done) co_return done.error();
+  print_migrated(o, *table, *done);
+  if (!o.drop_redundant_indexes) co_return migrate_finished{};
+  if (done->redundant_indexes.empty()) std::cout << "No redundant index on " << o.table << "\n";
+  for (const auto& index : done->redundant_indexes) {
+    std::cout << std::flush;
+    auto dropped = co_await pg::async_drop_index(*conn, index, database_deadline());
+    if (!dropped) co_return dropped.error();
+    std::cout << "Dropped index " << index.name << " " << column_list(index) << "\n";
+  }
+  co_return migrate_finished{};
 }
 
 }  // namespace
@@ -256,20 +303,9 @@ int run_fetch(const fetch_options& options) {
 }
 
 int run_migrate(const migrate_options& options) {
-  return run_to_completion<pg::migrated>(
+  return run_to_completion<migrate_finished>(
       [&](asio::any_io_executor blocking) { return async_migrate(options, blocking); },
-      [&](const pg::migrated& created) {
-        std::cout << (created.table ? "Created table " : "Table ") << options.table
-                  << (created.table ? "\n" : " already exists and is usable\n");
-        auto table = pg::table_name::parse(options.table).value();  // parsed by the migration
-        const auto log = pg::fetch_log_table(table).display();
-        const auto view = pg::endpoint_health_view(table).display();
-        if (created.fetch_log)
-          std::cout << "Created fetch log " << log << " and view " << view << "\n";
-        else
-          std::cout << "Fetch log " << log << " already exists; view " << view
-                    << " is up to date\n";
-      });
+      [](const migrate_finished&) {});
 }
 
 }  // namespace gatherstatsd

@@ -2,12 +2,14 @@
 // real processes against the private PostgreSQL and the project's test HTTP
 // and HTTPS servers on loopback. Includes every behaviour the original
 // tool's own test suite checked.
+#include "support/route.hpp"
 #include "support/test_env.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -278,6 +280,195 @@ TEST_CASE("migrate creates, then accepts, then refuses a broken table", "[migrat
   db.exec("ALTER TABLE gatherstats_statistic DROP COLUMN numeric_value");
   require_one_line_failure(gatherstatsd({"migrate", "--database", db.conninfo()}),
                            "no column \"numeric_value\"");
+}
+
+// --- the original's redundant indexes ------------------------------------------
+
+namespace {
+
+const std::string original_unique = "gatherstats_statistic_endpoint_key_fetched_at_3c4ad5a4_uniq";
+const std::string original_endpoint_idx = "gatherstats_endpoin_3d040d_idx";
+const std::string original_full_idx = "gatherstats_endpoin_ca0383_idx";
+
+// What `migrate` prints about an index it finds redundant.
+std::string advice(const std::string& index, const std::string& columns,
+                   const std::string& table_option = "") {
+  return "Index " + index + " (" + columns +
+         ") repeats the unique constraint's index: every commit updates it for nothing; drop it "
+         "with: gatherstatsd migrate --drop-redundant-indexes" +
+         table_option + "\n";
+}
+
+// The first lines of `migrate` on an existing table, before those about indexes.
+std::string existing_table(bool fetch_log_created,
+                           const std::string& table = "gatherstats_statistic",
+                           const std::string& schema = "") {
+  return "Table " + table + " already exists and is usable\n" +
+         (fetch_log_created ? "Created fetch log " + schema + "gatherstats_fetch and view " +
+                                  schema + "gatherstats_endpoint_health\n"
+                            : "Fetch log " + schema + "gatherstats_fetch already exists; view " +
+                                  schema + "gatherstats_endpoint_health is up to date\n");
+}
+
+// The names of the statistics table's indexes (pg_indexes), sorted.
+std::set<std::string> index_names(const test::scratch_database& db,
+                                  const std::string& schema = "public") {
+  std::set<std::string> out;
+  for (const auto& row : db.query("SELECT indexname FROM pg_indexes WHERE schemaname = '" + schema +
+                                  "' AND tablename = 'gatherstats_statistic'"))
+    out.insert(row.at(0));
+  return out;
+}
+
+run_result migrate(const std::string& conninfo, std::vector<std::string> more = {}) {
+  std::vector<std::string> args{"migrate", "--database", conninfo};
+  args.insert(args.end(), more.begin(), more.end());
+  return gatherstatsd(args);
+}
+
+}  // namespace
+
+TEST_CASE("migrate on the original's table says it is usable and names its two redundant indexes",
+          "[migrate][redundant]") {
+  test::scratch_database db;
+  db.create_original_table();
+  const auto before = index_names(db);
+  REQUIRE(before == std::set<std::string>{"gatherstats_statistic_pkey", original_unique,
+                                          original_endpoint_idx, original_full_idx});
+  auto r = migrate(db.conninfo());
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.empty());
+  // Exactly these lines: no other index is named.
+  CHECK(r.out == existing_table(true) + advice("public." + original_endpoint_idx, "endpoint") +
+                     advice("public." + original_full_idx, "endpoint, key, fetched_at"));
+  CHECK(index_names(db) == before);  // named, not dropped
+}
+
+ROUTED_TEST_CASE(drop_redundant,
+                 "migrate --drop-redundant-indexes drops the original's two redundant indexes, "
+                 "and the original's model still works",
+                 "[migrate][redundant]") {
+  test::scratch_database db;
+  db.create_original_table();
+  db.exec(
+      "INSERT INTO gatherstats_statistic (endpoint, key, numeric_value, fetched_at)"
+      " VALUES ('http://e/', 'k', 1, now())");
+
+  auto dropped = migrate(via(db), {"--drop-redundant-indexes"});
+  INFO("stdout: " << dropped.out << "\nstderr: " << dropped.err);
+  REQUIRE(dropped.exit_code == 0);
+  CHECK(dropped.out == existing_table(true) + "Dropped index public." + original_endpoint_idx +
+                           " (endpoint)\n" + "Dropped index public." + original_full_idx +
+                           " (endpoint, key, fetched_at)\n");
+  // Only the primary key and the unique constraint's index remain.
+  CHECK(index_names(db) == std::set<std::string>{"gatherstats_statistic_pkey", original_unique});
+
+  auto again = migrate(via(db));
+  CHECK(again.exit_code == 0);
+  CHECK(again.out == existing_table(false));  // no index named
+  auto drop_again = migrate(via(db), {"--drop-redundant-indexes"});
+  CHECK(drop_again.exit_code == 0);
+  CHECK(drop_again.out == existing_table(false) + "No redundant index on gatherstats_statistic\n");
+
+  // The original's model: Django's INSERT ... RETURNING of
+  // Statistic.objects.create(), then its filter(endpoint=...).
+  auto id = db.query(
+      "INSERT INTO \"gatherstats_statistic\" (\"endpoint\", \"key\", \"numeric_value\","
+      " \"fetched_at\") VALUES ('http://e/', 'k2', 2.5, '2026-11-28T10:00:00+00:00'::timestamptz)"
+      " RETURNING \"gatherstats_statistic\".\"id\"");
+  REQUIRE(id.size() == 1);
+  CHECK(std::stoll(id[0][0]) > 0);
+  CHECK(db.count() == 2);
+  // One session: the SET applies to the EXPLAIN.
+  auto plan = db.query(
+      "SET enable_seqscan = off;"
+      "PREPARE by_endpoint(varchar) AS SELECT \"gatherstats_statistic\".\"id\","
+      " \"gatherstats_statistic\".\"endpoint\", \"gatherstats_statistic\".\"key\","
+      " \"gatherstats_statistic\".\"numeric_value\", \"gatherstats_statistic\".\"fetched_at\""
+      " FROM \"gatherstats_statistic\" WHERE \"gatherstats_statistic\".\"endpoint\" = $1;"
+      "EXPLAIN EXECUTE by_endpoint('http://e/')");
+  std::string text;
+  for (const auto& row : plan) text += row.at(0) + "\n";
+  INFO("plan:\n" << text);
+  CHECK((text.find("Index Scan using " + original_unique) != std::string::npos ||
+         text.find("Index Only Scan using " + original_unique) != std::string::npos ||
+         text.find("Bitmap Index Scan on " + original_unique) != std::string::npos));
+}
+
+TEST_CASE("migrate neither names nor drops indexes that are not redundant",
+          "[migrate][redundant]") {
+  test::scratch_database db;
+  db.create_original_table();
+  db.exec(
+      "CREATE INDEX ON gatherstats_statistic (fetched_at);"
+      "CREATE INDEX ON gatherstats_statistic (key, fetched_at);"
+      "CREATE INDEX ON gatherstats_statistic (endpoint) WHERE numeric_value > 0;"
+      "CREATE INDEX ON gatherstats_statistic (endpoint text_pattern_ops);"
+      // and more: another collation, INCLUDE columns, an expression, another
+      // order, another access method, and a unique index
+      "CREATE INDEX other_collation ON gatherstats_statistic (endpoint COLLATE \"C\");"
+      "CREATE INDEX covering ON gatherstats_statistic (endpoint) INCLUDE (numeric_value);"
+      "CREATE INDEX expression ON gatherstats_statistic (lower(endpoint));"
+      "CREATE INDEX descending ON gatherstats_statistic (endpoint, key DESC);"
+      "CREATE INDEX hashed ON gatherstats_statistic USING hash (endpoint);"
+      "CREATE UNIQUE INDEX unique_prefix ON gatherstats_statistic (endpoint, key, fetched_at)"
+      " WHERE numeric_value > 0;");
+  const auto before = index_names(db);
+  REQUIRE(before.size() == 14);
+
+  auto r = migrate(db.conninfo());
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == existing_table(true) + advice("public." + original_endpoint_idx, "endpoint") +
+                     advice("public." + original_full_idx, "endpoint, key, fetched_at"));
+
+  auto dropped = migrate(db.conninfo(), {"--drop-redundant-indexes"});
+  CHECK(dropped.exit_code == 0);
+  CHECK(dropped.out == existing_table(false) + "Dropped index public." + original_endpoint_idx +
+                           " (endpoint)\n" + "Dropped index public." + original_full_idx +
+                           " (endpoint, key, fetched_at)\n");
+  auto expected = before;
+  expected.erase(original_endpoint_idx);
+  expected.erase(original_full_idx);
+  CHECK(index_names(db) == expected);
+  auto drop_again = migrate(db.conninfo(), {"--drop-redundant-indexes"});
+  CHECK(drop_again.out == existing_table(false) + "No redundant index on gatherstats_statistic\n");
+  CHECK(index_names(db) == expected);
+}
+
+TEST_CASE("migrate's own table has no redundant index", "[migrate][redundant]") {
+  test::scratch_database db;
+  db.migrate();
+  const auto before = index_names(db);
+  CHECK(before.size() == 2);  // the primary key and the unique constraint's index
+  auto again = migrate(db.conninfo());
+  CHECK(again.exit_code == 0);
+  CHECK(again.out == existing_table(false));
+  auto dropped = migrate(db.conninfo(), {"--drop-redundant-indexes"});
+  CHECK(dropped.exit_code == 0);
+  CHECK(dropped.out == existing_table(false) + "No redundant index on gatherstats_statistic\n");
+  CHECK(index_names(db) == before);
+}
+
+TEST_CASE("a redundant index of a schema-qualified table is named and dropped there",
+          "[migrate][redundant]") {
+  test::scratch_database db;
+  db.exec("CREATE SCHEMA stats");
+  const std::string table = "stats.gatherstats_statistic";
+  auto made = migrate(db.conninfo(), {"--table", table});
+  REQUIRE(made.exit_code == 0);
+  db.exec("CREATE INDEX \"Two \"\"words\"\"\" ON stats.gatherstats_statistic (endpoint, key)");
+  auto r = migrate(db.conninfo(), {"--table", table});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == existing_table(false, table, "stats.") +
+                     advice("stats.Two \"words\"", "endpoint, key", " --table " + table));
+  auto dropped = migrate(db.conninfo(), {"--table", table, "--drop-redundant-indexes"});
+  INFO("stderr: " << dropped.err);
+  CHECK(dropped.exit_code == 0);
+  CHECK(dropped.out == existing_table(false, table, "stats.") +
+                           "Dropped index stats.Two \"words\" (endpoint, key)\n");
+  CHECK(index_names(db, "stats").size() == 2);
 }
 
 TEST_CASE("the command line reports misuse with exit code 2", "[cli]") {

@@ -93,13 +93,20 @@ long long scratch_database::count(const std::string& table) const {
 }
 
 void scratch_database::create_original_table() const {
-  // What `manage.py sqlmigrate gatherstats 0001` prints for the original.
+  // Exactly what `manage.py sqlmigrate gatherstats 0001` prints for the
+  // original's migration 0001_create_statistic_model.py (Django 2.0,
+  // PostgreSQL): the table, its two indexes (which repeat the unique
+  // constraint's index: docs/migrating.md) and the unique constraint.
   exec(
       "BEGIN;"
       "CREATE TABLE \"gatherstats_statistic\" (\"id\" serial NOT NULL PRIMARY KEY,"
       " \"endpoint\" varchar(1204) NOT NULL, \"key\" varchar(512) NOT NULL,"
       " \"numeric_value\" double precision NOT NULL,"
       " \"fetched_at\" timestamp with time zone NOT NULL);"
+      "CREATE INDEX \"gatherstats_endpoin_3d040d_idx\" ON \"gatherstats_statistic\""
+      " (\"endpoint\");"
+      "CREATE INDEX \"gatherstats_endpoin_ca0383_idx\" ON \"gatherstats_statistic\""
+      " (\"endpoint\", \"key\", \"fetched_at\");"
       "ALTER TABLE \"gatherstats_statistic\" ADD CONSTRAINT"
       " \"gatherstats_statistic_endpoint_key_fetched_at_3c4ad5a4_uniq\""
       " UNIQUE (\"endpoint\", \"key\", \"fetched_at\");"

@@ -43,7 +43,8 @@ class scratch_database {
   void exec(const std::string& sql) const;
   std::vector<std::vector<std::string>> query(const std::string& sql) const;
   long long count(const std::string& table = "gatherstats_statistic") const;
-  // The table the original tool's Django migration created.
+  // The table the original tool's Django migration created, exactly: with
+  // its unique constraint and its two redundant indexes.
   void create_original_table() const;
   // `gatherstatsd migrate` against this database; fails the test if it fails.
   void migrate() const;

@@ -510,7 +510,69 @@ asio::awaitable<outcome<migrated>> async_migrate(connection& conn, const table_n
   if (!committed) co_return fail(committed.error());
   auto checked = co_await async_check_schema(conn, table, until);
   if (!checked) co_return checked.error();
+  auto redundant = co_await async_find_redundant_indexes(conn, table, until);
+  if (!redundant) co_return redundant.error();
+  done.redundant_indexes = std::move(*redundant);
   co_return done;
+}
+
+asio::awaitable<outcome<std::vector<redundant_index>>> async_find_redundant_indexes(
+    connection& conn, const table_name& table, deadline until) {
+  // r: a candidate; u: a unique index the schema check accepts. Position
+  // by position (0-based: int2vector and oidvector), r's key columns,
+  // operator classes, collations and sort orders (indoption: DESC, NULLS
+  // FIRST) must be u's. The key columns of a match are among u's three, so
+  // ',' cannot occur in them.
+  std::array<std::string, 1> name{table.quoted()};
+  auto found = co_await conn.async_query(
+      "SELECT n.nspname::text || '.' || c.relname::text, format('%I.%I', n.nspname, c.relname),"
+      "       (SELECT string_agg(a.attname::text, ',' ORDER BY k.i)"
+      "          FROM unnest(r.indkey::int2[]) WITH ORDINALITY AS k(attnum, i)"
+      "          JOIN pg_attribute a ON a.attrelid = r.indrelid AND a.attnum = k.attnum)"
+      "  FROM pg_index r"
+      "  JOIN pg_class c ON c.oid = r.indexrelid"
+      "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+      " WHERE r.indrelid = to_regclass($1)"
+      "   AND c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')"
+      "   AND NOT r.indisunique AND NOT r.indisprimary AND NOT r.indisexclusion"
+      "   AND NOT r.indisclustered AND r.indpred IS NULL AND r.indexprs IS NULL"
+      "   AND r.indnatts = r.indnkeyatts AND r.indnkeyatts BETWEEN 1 AND 3"
+      "   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = r.indexrelid)"
+      "   AND EXISTS (SELECT 1 FROM pg_index u JOIN pg_class uc ON uc.oid = u.indexrelid"
+      "        WHERE u.indrelid = r.indrelid AND u.indisunique AND u.indisvalid"
+      "          AND uc.relam = c.relam AND u.indpred IS NULL AND u.indexprs IS NULL"
+      "          AND u.indnkeyatts = 3"
+      "          AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
+      "               WHERE a.attrelid = u.indrelid AND a.attnum = ANY(u.indkey::int2[]))"
+      "              = ARRAY['endpoint', 'fetched_at', 'key']"
+      "          AND NOT EXISTS (SELECT 1 FROM generate_series(0, r.indnkeyatts - 1) AS p(k)"
+      "               WHERE r.indkey[p.k] <> u.indkey[p.k] OR r.indclass[p.k] <> u.indclass[p.k]"
+      "                  OR r.indcollation[p.k] <> u.indcollation[p.k]"
+      "                  OR r.indoption[p.k] <> u.indoption[p.k]))"
+      " ORDER BY 1",
+      name, until);
+  if (!found) co_return found.error();
+  std::vector<redundant_index> out;
+  for (int row = 0; row < found->rows(); ++row) {
+    redundant_index& index = out.emplace_back();
+    index.name = found->get(row, 0);
+    index.quoted = found->get(row, 1);
+    std::string_view columns = found->get(row, 2);
+    for (std::size_t start = 0;;) {
+      auto comma = columns.find(',', start);
+      index.columns.emplace_back(columns.substr(start, comma - start));
+      if (comma == std::string_view::npos) break;
+      start = comma + 1;
+    }
+  }
+  co_return out;
+}
+
+asio::awaitable<outcome<void>> async_drop_index(connection& conn, const redundant_index& index,
+                                                deadline until) {
+  auto dropped = co_await conn.async_exec("DROP INDEX CONCURRENTLY " + index.quoted, until);
+  if (!dropped) co_return dropped.error();
+  co_return outcome<void>{};
 }
 
 asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_name& table,

@@ -56,6 +56,31 @@ TEST_CASE("migrate, daemon options, help and version", "[cli]") {
   parsed_as<show_version>({"--version"});
 }
 
+TEST_CASE("--drop-redundant-indexes belongs to migrate, and only to it", "[cli]") {
+  CHECK_FALSE(parsed_as<migrate_options>({"migrate"}).drop_redundant_indexes);
+  auto drop = parsed_as<migrate_options>({"migrate", "--drop-redundant-indexes"});
+  CHECK(drop.drop_redundant_indexes);
+  CHECK(drop.table == "gatherstats_statistic");
+  auto with_others = parsed_as<migrate_options>(
+      {"migrate", "--database=dbname=x", "--drop-redundant-indexes", "--table", "s.t"});
+  CHECK(with_others.drop_redundant_indexes);
+  CHECK(with_others.database == "dbname=x");
+  CHECK(with_others.table == "s.t");
+
+  const std::string only = "--drop-redundant-indexes applies only to migrate";
+  CHECK(error_of({"--drop-redundant-indexes"}) ==
+        only + " (gatherstatsd migrate --drop-redundant-indexes)");
+  CHECK_THAT(error_of({"--config", "g.yaml", "--once", "--drop-redundant-indexes"}),
+             Catch::StartsWith(only));
+  CHECK_THAT(error_of({"fetch", "x.json", "--drop-redundant-indexes"}),
+             Catch::StartsWith("fetch: " + only));
+  CHECK_THAT(error_of({"fetch", "--drop-redundant-indexes", "x.json"}),
+             Catch::StartsWith("fetch: " + only));
+  // A flag: it takes no value.
+  CHECK_THAT(error_of({"migrate", "--drop-redundant-indexes=yes"}),
+             Catch::Contains("unexpected argument --drop-redundant-indexes=yes"));
+}
+
 TEST_CASE("misuse is reported with what was wrong", "[cli]") {
   CHECK_THAT(error_of({"fetch"}), Catch::Contains("missing URL_OR_PATH"));
   CHECK_THAT(error_of({"fetch", "a", "b"}), Catch::Contains("only one URL_OR_PATH"));

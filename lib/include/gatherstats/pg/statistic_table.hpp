@@ -56,18 +56,50 @@ struct commit_tables {
   std::optional<table_name> fetch_log;
 };
 
-// What async_migrate created (false: it was there already).
+// An index of the statistics table that repeats the unique index on
+// (endpoint, key, fetched_at): every query it could serve, that index's
+// leading columns serve as well, so it only costs every insert an update.
+// The original's Django migration made two (docs/migrating.md).
+struct redundant_index {
+  std::string name;                  // schema.name, for messages
+  std::string quoted;                // "schema"."name", for SQL text
+  std::vector<std::string> columns;  // its key columns, in order
+};
+
+// What async_migrate created (false: it was there already), and what it
+// found.
 struct migrated {
   bool table = false;
   bool fetch_log = false;
+  std::vector<redundant_index> redundant_indexes;  // by name
 };
 
 // Creates the table if it does not exist, and the fetch log and its view
 // beside it (fetch_log.hpp) if they do not, under an advisory lock so that
-// concurrent migrations do not race; then checks the table. An existing
-// table (the original's, or one made by an older version) is left as it is.
+// concurrent migrations do not race; then checks the table and looks for
+// its redundant indexes. An existing table (the original's, or one made by
+// an older version) is left as it is.
 boost::asio::awaitable<outcome<migrated>> async_migrate(connection& conn, const table_name& table,
                                                         deadline until);
+
+// The table's redundant indexes: the btree indexes that are not unique,
+// back no constraint, are not the table's CLUSTER index, and have no
+// predicate, no expression and no INCLUDE column, whose key columns are, in
+// order, the first 1 to 3 key columns of a valid unique index of the table
+// on exactly (endpoint, key, fetched_at), with the same operator classes,
+// collations and sort orders. An index left invalid (a DROP or CREATE
+// INDEX CONCURRENTLY that failed) that fits is one too. By name.
+boost::asio::awaitable<outcome<std::vector<redundant_index>>> async_find_redundant_indexes(
+    connection& conn, const table_name& table, deadline until);
+
+// DROP INDEX CONCURRENTLY of one index: a statement of its own, outside any
+// transaction (so `conn` must be idle), that lets inserts and queries go on
+// while it waits for the transactions using the index; it also works
+// through PgBouncer in transaction pooling. If it fails, the index may be
+// left invalid: dropping it again finishes the job.
+boost::asio::awaitable<outcome<void>> async_drop_index(connection& conn,
+                                                       const redundant_index& index,
+                                                       deadline until);
 
 // Fails, naming what is missing, unless the table can take our commits.
 boost::asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_name& table,
