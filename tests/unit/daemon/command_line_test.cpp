@@ -56,7 +56,7 @@ TEST_CASE("migrate, daemon options, help and version", "[cli]") {
   parsed_as<show_version>({"--version"});
 }
 
-TEST_CASE("--drop-redundant-indexes belongs to migrate, and only to it", "[cli]") {
+TEST_CASE("the option --drop-redundant-indexes belongs to migrate, and only to it", "[cli]") {
   CHECK_FALSE(parsed_as<migrate_options>({"migrate"}).drop_redundant_indexes);
   auto drop = parsed_as<migrate_options>({"migrate", "--drop-redundant-indexes"});
   CHECK(drop.drop_redundant_indexes);
