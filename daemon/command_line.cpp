@@ -11,9 +11,12 @@ const char* const usage =
     "                     [--timeout DURATION] [--dry-run [--format tsv|json]]\n"
     "      fetch one JSON document, flatten it and commit its rows in one transaction\n"
     "  gatherstatsd migrate [--database CONNINFO] [--table NAME] [--drop-redundant-indexes]\n"
+    "                       [--partitioned [--partition-interval DURATION]]\n"
     "      create the statistics table and the fetch log beside it if missing, then check;\n"
     "      --drop-redundant-indexes drops the table's indexes that repeat its unique index\n"
-    "      (DROP INDEX CONCURRENTLY: writes go on)\n"
+    "      (DROP INDEX CONCURRENTLY: writes go on); --partitioned creates the table\n"
+    "      partitioned by range of fetched_at, one partition per --partition-interval\n"
+    "      (default 1d), or converts a plain one, which becomes its first partition\n"
     "  gatherstatsd [--config FILE] [--check | --once [--dry-run [--format tsv|json]]]\n"
     "               [--log-target auto|stderr|journal]\n"
     "               [--log-level debug|info|notice|warning|error]\n"
@@ -156,10 +159,11 @@ parse_result parse_fetch(arg_reader& in) {
 
 parse_result parse_migrate(arg_reader& in) {
   migrate_options o;
-  std::optional<std::string> table;
+  std::optional<std::string> table, interval;
   std::string error;
   while (!in.done()) {
-    if (in.option("--database", o.database, error) || in.option("--table", table, error)) {
+    if (in.option("--database", o.database, error) || in.option("--table", table, error) ||
+        in.option("--partition-interval", interval, error)) {
       if (!error.empty()) return fail(error);
       continue;
     }
@@ -168,11 +172,25 @@ parse_result parse_migrate(arg_reader& in) {
       in.skip();
       continue;
     }
+    if (in.peek() == "--partitioned") {
+      o.partitioned = true;
+      in.skip();
+      continue;
+    }
     if (in.peek() == "--dry-run" || in.peek().starts_with("--format"))
       return fail("migrate: " + in.peek() + " does not apply to migrate");
     return fail("migrate: unexpected argument " + in.peek());
   }
   if (table) o.table = *table;
+  if (interval) {
+    if (!o.partitioned) return fail("migrate: --partition-interval needs --partitioned");
+    auto d = gatherstats::config::parse_duration(*interval);
+    if (!d || *d < std::chrono::seconds(1) || *d > std::chrono::days(366) ||
+        *d % std::chrono::seconds(1) != std::chrono::milliseconds(0))
+      return fail("migrate: --partition-interval \"" + *interval +
+                  "\" is not a duration of whole seconds from 1s to 366d, like 1h, 1d, 7d");
+    o.partition_interval = *d;
+  }
   return {command{std::move(o)}, {}};
 }
 

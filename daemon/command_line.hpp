@@ -31,6 +31,10 @@ struct migrate_options {
   std::optional<std::string> database;
   std::string table = "gatherstats_statistic";
   bool drop_redundant_indexes = false;  // after the check, drop what repeats the unique index
+  // Create the table partitioned by range of fetched_at (or convert a plain
+  // one), one partition per interval.
+  bool partitioned = false;
+  std::chrono::milliseconds partition_interval{86'400'000};
 };
 
 // Where the daemon's events go: `automatic` picks the journal when stderr is

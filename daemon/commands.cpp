@@ -6,6 +6,7 @@
 #include "dry_run.hpp"
 #include "log_sink.hpp"
 
+#include "gatherstats/config/duration.hpp"
 #include "gatherstats/fetch_record.hpp"
 #include "gatherstats/http/client.hpp"
 #include "gatherstats/io/blocking.hpp"
@@ -13,6 +14,7 @@
 #include "gatherstats/json/flatten.hpp"
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/fetch_log.hpp"
+#include "gatherstats/pg/partitions.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -262,6 +264,41 @@ void print_migrated(const migrate_options& o, const pg::table_name& table,
               << table_option << "\n";
 }
 
+std::string milliseconds_text(std::chrono::microseconds d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f ms", static_cast<double>(d.count()) / 1000.0);
+  return buf;
+}
+
+std::string partition_list(const std::vector<gatherstats::retention::partition>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ", ") + p.name;
+  return out;
+}
+
+// What `migrate --partitioned` did, on stdout.
+void print_partitioned(const migrate_options& o, const pg::partitioned_migration& done) {
+  const auto interval = gatherstats::config::format_duration(o.partition_interval);
+  if (done.created)
+    std::cout << "Created table " << o.table << " partitioned by fetched_at, one partition per "
+              << interval << ": " << partition_list(done.partitions_created) << "\n";
+  if (done.converted)
+    std::cout << "Converted table " << o.table
+              << " to the partitioned layout without copying a row: "
+              << "its rows are partition " << done.first_partition << " (fetched_at before "
+              << pg::format_timestamp(*done.first_partition_to) << "), then one partition per "
+              << interval << " from " << partition_list(done.partitions_created)
+              << "; checking the bound took " << milliseconds_text(done.validate_time)
+              << " (writes went on), the switch held the table's lock for "
+              << milliseconds_text(done.lock_held) << "\n";
+  if (done.already)
+    std::cout << "Table " << o.table << " is partitioned already"
+              << (done.partitions_created.empty()
+                      ? std::string("; its partitions are up to date")
+                      : "; created partitions " + partition_list(done.partitions_created))
+              << "\n";
+}
+
 // What async_migrate gives run_migrate: nothing more (it printed as it went).
 struct migrate_finished {};
 
@@ -274,6 +311,14 @@ asio::awaitable<outcome<migrate_finished>> async_migrate(migrate_options o, asio
   if (!table) co_return table.error();
   auto conn = co_await pg::connection::async_connect(o.database.value_or(""), database_deadline());
   if (!conn) co_return conn.error();
+  if (o.partitioned) {
+    // No database step deadline here: validating a big table's bound scans
+    // it (inserts go on meanwhile), which may take longer than 30 s.
+    auto parted = co_await pg::async_migrate_partitioned(*conn, *table, o.partition_interval,
+                                                         pg::deadline::max());
+    if (!parted) co_return parted.error();
+    print_partitioned(o, *parted);
+  }
   auto done = co_await pg::async_migrate(*conn, *table, database_deadline());
   if (!done) co_return done.error();
   print_migrated(o, *table, *done);

@@ -28,3 +28,16 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
 }
 
 }  // namespace gatherstats::config
+
+namespace gatherstats::config {
+
+std::string format_duration(std::chrono::milliseconds d) {
+  const auto ms = d.count();
+  constexpr std::pair<long long, const char*> units[] = {
+      {86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"}, {1'000, "s"}};
+  for (const auto& [size, name] : units)
+    if (ms != 0 && ms % size == 0) return std::to_string(ms / size) + name;
+  return std::to_string(ms) + "ms";
+}
+
+}  // namespace gatherstats::config

@@ -27,15 +27,6 @@ constexpr std::size_t max_identifier_bytes = 63;
 // Serialises concurrent `migrate` runs (any constant shared by all of them).
 constexpr std::string_view migrate_lock_key = "7366537716386762068";
 
-std::string quote_identifier(std::string_view id) {
-  std::string out = "\"";
-  for (char c : id) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
 
 // --- PostgreSQL's binary formats (network byte order) ----------------------
 
@@ -433,6 +424,16 @@ std::string create_table_sql(const table_name& table) {
 }
 
 }  // namespace
+
+std::string quote_identifier(std::string_view id) {
+  std::string out = "\"";
+  for (char c : id) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
 
 outcome<table_name> table_name::parse(std::string_view text) {
   table_name t;

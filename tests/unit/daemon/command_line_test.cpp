@@ -232,3 +232,25 @@ TEST_CASE("the STATUS= line", "[cli][notify]") {
         "1 endpoint, 1 failing, last commit 2s ago, 4 waiting, 3 spooled, 1 db connection, 7 "
         "dropped, 5 ticks skipped, NO SPOOL");
 }
+
+TEST_CASE("migrate --partitioned takes an interval of whole seconds, 1d by default", "[cli]") {
+  auto plain = parsed_as<migrate_options>({"migrate"});
+  CHECK_FALSE(plain.partitioned);
+  auto daily = parsed_as<migrate_options>({"migrate", "--partitioned"});
+  CHECK(daily.partitioned);
+  CHECK(daily.partition_interval == std::chrono::hours(24));
+  auto hourly =
+      parsed_as<migrate_options>({"migrate", "--partitioned", "--partition-interval", "1h"});
+  CHECK(hourly.partition_interval == std::chrono::hours(1));
+  auto weekly = parsed_as<migrate_options>({"migrate", "--partition-interval=7d", "--partitioned"});
+  CHECK(weekly.partition_interval == std::chrono::hours(24 * 7));
+
+  CHECK(error_of({"migrate", "--partition-interval", "1d"}) ==
+        "migrate: --partition-interval needs --partitioned");
+  const std::string bad = "is not a duration of whole seconds from 1s to 366d, like 1h, 1d, 7d";
+  for (std::string v : {"soon", "500ms", "1500ms", "0s", "400d"})
+    CHECK(error_of({"migrate", "--partitioned", "--partition-interval", v}) ==
+          "migrate: --partition-interval \"" + v + "\" " + bad);
+  CHECK(error_of({"migrate", "--partitioned", "--partition-interval"}) ==
+        "--partition-interval needs a value");
+}

@@ -34,6 +34,9 @@ namespace gatherstats::pg {
 
 inline constexpr std::string_view default_table = "gatherstats_statistic";
 
+// "name" with any '"' doubled: an identifier for SQL text.
+std::string quote_identifier(std::string_view id);
+
 // A table name, optionally schema-qualified ("stats.gatherstats_statistic").
 class table_name {
  public:
