@@ -1,0 +1,296 @@
+// The partitioned layout against a real PostgreSQL: `gatherstatsd migrate
+// --partitioned` (a new table, a plain one converted), what Django and our
+// commits do with it, and the upkeep (partitions ahead, those past the
+// retention dropped), straight and through PgBouncer.
+#include "gatherstats/pg/connection.hpp"
+#include "gatherstats/pg/partitions.hpp"
+#include "gatherstats/pg/statistic_table.hpp"
+#include "gatherstats/retention/partition_plan.hpp"
+#include "support/process.hpp"
+#include "support/route.hpp"
+#include "support/test_env.hpp"
+
+#include <catch2/catch.hpp>
+
+namespace asio = boost::asio;
+using namespace gatherstats;
+using namespace std::chrono;
+
+namespace {
+
+pg::deadline in(milliseconds d) { return steady_clock::now() + d; }
+constexpr auto generous = seconds(20);
+
+test::run_result migrate(const std::string& conninfo, std::vector<std::string> more = {}) {
+  std::vector<std::string> argv{test::daemon_bin(), "migrate", "--database", conninfo};
+  argv.insert(argv.end(), more.begin(), more.end());
+  return test::run(argv);
+}
+
+// "relname FROM..TO" for each partition, as the catalog has them.
+std::vector<std::string> partitions_of(const test::scratch_database& db,
+                                       const std::string& table = "gatherstats_statistic") {
+  std::vector<std::string> out;
+  for (auto& row : db.query("SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid)"
+                            " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                            " WHERE i.inhparent = '" +
+                            table + "'::regclass ORDER BY c.relname"))
+    out.push_back(row[0]);
+  return out;
+}
+
+std::string relkind(const test::scratch_database& db, const std::string& table) {
+  return db.query("SELECT relkind FROM pg_class WHERE oid = '" + table + "'::regclass")[0][0];
+}
+
+std::string day_name(timestamp t) {
+  return retention::partition_name("gatherstats_statistic", t,
+                                   duration_cast<milliseconds>(days(1)));
+}
+
+fetch_record record_at(timestamp t, int rows, const std::string& endpoint = "http://e.invalid/") {
+  fetch_record r;
+  r.endpoint = endpoint;
+  r.fetched_at = t;
+  for (int i = 0; i < rows; ++i) r.rows.push_back("k" + std::to_string(i), i);
+  return r;
+}
+
+// Commits `r` by the default path on a connection of its own.
+asio::awaitable<outcome<std::size_t>> commit(std::string conninfo, fetch_record r) {
+  auto conn = co_await pg::connection::async_connect(conninfo, in(generous));
+  if (!conn) co_return conn.error();
+  auto table = pg::table_name::parse("gatherstats_statistic").value();
+  co_return co_await pg::async_commit(*conn, table, r, in(generous));
+}
+
+asio::awaitable<outcome<std::optional<retention::partition>>> create_for(std::string conninfo,
+                                                                         timestamp t) {
+  auto conn = co_await pg::connection::async_connect(conninfo, in(generous));
+  if (!conn) co_return conn.error();
+  auto table = pg::table_name::parse("gatherstats_statistic").value();
+  co_return co_await pg::async_create_partition_for(*conn, table, t, in(generous));
+}
+
+asio::awaitable<outcome<pg::partition_upkeep>> keep(std::string conninfo,
+                                                    std::optional<milliseconds> retention,
+                                                    timestamp now) {
+  auto conn = co_await pg::connection::async_connect(conninfo, in(generous));
+  if (!conn) co_return conn.error();
+  auto table = pg::table_name::parse("gatherstats_statistic").value();
+  auto listed = co_await pg::async_list_partitions(*conn, table, in(generous));
+  if (!listed) co_return listed.error();
+  if (!*listed) co_return failure::permanent("not partitioned");
+  co_return co_await pg::async_keep_partitions(*conn, table, **listed, retention, now,
+                                               in(generous));
+}
+
+}  // namespace
+
+ROUTED_TEST_CASE(partitioned_new,
+                 "migrate --partitioned creates a table Django and our commits use unchanged",
+                 "[pg][partition]") {
+  test::scratch_database db;
+  auto made = migrate(via(db), {"--partitioned"});
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+  const auto today = floor<days>(now_utc());
+  CHECK_THAT(made.out, Catch::StartsWith("Created table gatherstats_statistic partitioned by "
+                                         "fetched_at, one partition per 1d: " +
+                                         day_name(today)));
+  CHECK(relkind(db, "gatherstats_statistic") == "p");
+  // The plain layout's columns, types and nullability.
+  CHECK(
+      db.query("SELECT column_name, data_type, coalesce(character_maximum_length, 0),"
+               " is_nullable FROM information_schema.columns"
+               " WHERE table_name = 'gatherstats_statistic' ORDER BY ordinal_position") ==
+      std::vector<std::vector<std::string>>{{"id", "bigint", "0", "NO"},
+                                            {"endpoint", "character varying", "1204", "NO"},
+                                            {"key", "character varying", "512", "NO"},
+                                            {"numeric_value", "double precision", "0", "NO"},
+                                            {"fetched_at", "timestamp with time zone", "0", "NO"}});
+  // Today and the two days after it.
+  REQUIRE(partitions_of(db).size() == 3);
+  CHECK_THAT(partitions_of(db)[0], Catch::StartsWith(day_name(today) + " FOR VALUES FROM ('"));
+  CHECK_THAT(partitions_of(db)[2], Catch::StartsWith(day_name(today + days(2)) + " "));
+
+  // Django inserts one row at a time and reads the id back.
+  auto id = db.query(
+      "INSERT INTO gatherstats_statistic (endpoint, key, numeric_value, fetched_at)"
+      " VALUES ('http://django.invalid/', 'a.b', 1.5, now()) RETURNING id, tableoid::regclass");
+  CHECK(id[0][0] == "1");
+  CHECK(id[0][1] == day_name(today));
+  // Ours, by COPY (200 rows) and by INSERT ... ON CONFLICT (3 rows), twice
+  // each: the unique key works across the partitioned table.
+  const auto tomorrow = timestamp(today + days(1) + hours(3));
+  const auto just_now = now_utc() - seconds(1);
+  for (int repeat = 0; repeat < 2; ++repeat) {
+    auto big = test::run_async(commit(via(db), record_at(just_now, 200)));
+    REQUIRE(big.has_value());
+    CHECK(*big == (repeat == 0 ? 200u : 0u));
+    auto small = test::run_async(commit(via(db), record_at(tomorrow, 3)));
+    REQUIRE(small.has_value());
+    CHECK(*small == (repeat == 0 ? 3u : 0u));
+  }
+  CHECK(db.query("SELECT tableoid::regclass::text, count(*) FROM gatherstats_statistic"
+                 " GROUP BY 1 ORDER BY 1") ==
+        std::vector<std::vector<std::string>>{{day_name(today), "201"},
+                                              {day_name(today + days(1)), "3"}});
+  // The existing queries read it (docs/schema.md, SQL cookbook).
+  CHECK(db.query("SELECT count(DISTINCT key) FROM (SELECT DISTINCT ON (key) key, numeric_value"
+                 " FROM gatherstats_statistic WHERE endpoint = 'http://e.invalid/'"
+                 " ORDER BY key, fetched_at DESC) latest")[0][0] == "200");
+
+  // Again: nothing to do.
+  auto again = migrate(via(db), {"--partitioned"});
+  REQUIRE(again.exit_code == 0);
+  CHECK_THAT(again.out, Catch::StartsWith("Table gatherstats_statistic is partitioned already; "
+                                          "its partitions are up to date"));
+  // And a plain migrate checks it and finds it usable.
+  auto plain = migrate(via(db));
+  REQUIRE(plain.exit_code == 0);
+  CHECK_THAT(plain.out, Catch::Contains("already exists and is usable"));
+}
+
+TEST_CASE("a row with no partition is refused until its partition is created", "[pg][partition]") {
+  test::scratch_database db;
+  REQUIRE(migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"}).exit_code == 0);
+  const auto long_ago = timestamp(sys_days(year(2026) / March / 1) + hours(5) + minutes(7));
+  auto refused = test::run_async(commit(db.conninfo(), record_at(long_ago, 3)));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK_FALSE(refused.error().is_transient());
+  CHECK(pg::no_partition_for_row(refused.error()));
+  // Another refusal is not taken for one.
+  CHECK_FALSE(pg::no_partition_for_row(failure::permanent("value too long (SQLSTATE 22001)")));
+
+  auto made = test::run_async(create_for(db.conninfo(), long_ago));
+  REQUIRE(made.has_value());
+  REQUIRE(made->has_value());
+  CHECK((*made)->name == "gatherstats_statistic_p20260301_0500");
+  auto stored = test::run_async(commit(db.conninfo(), record_at(long_ago, 3)));
+  REQUIRE(stored.has_value());
+  CHECK(*stored == 3);
+  // There already: nothing created.
+  auto again = test::run_async(create_for(db.conninfo(), long_ago + minutes(30)));
+  REQUIRE(again.has_value());
+  CHECK_FALSE(again->has_value());
+}
+
+ROUTED_TEST_CASE(partition_upkeep,
+                 "upkeep creates partitions ahead and drops those past the retention",
+                 "[pg][partition]") {
+  test::scratch_database db;
+  REQUIRE(migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"}).exit_code == 0);
+  const auto now = now_utc();
+  const auto hour = retention::interval_of(now, hours(1)).from;
+  // Five hours back, each with a row.
+  for (int h = 1; h <= 5; ++h) {
+    auto made = test::run_async(create_for(via(db), hour - hours(h) + minutes(1)));
+    REQUIRE(made.has_value());
+    REQUIRE(
+        test::run_async(commit(via(db), record_at(hour - hours(h) + minutes(1), 2))).has_value());
+  }
+  REQUIRE(partitions_of(db).size() == 8);
+  // Three hours of retention at `now + 1h`: the partitions ending at or
+  // before now - 2h go (hours -5, -4, -3), and the hour after the last
+  // one ahead is created.
+  auto kept = test::run_async(keep(via(db), hours(3), now + hours(1)));
+  REQUIRE(kept.has_value());
+  INFO((kept->problem ? kept->problem->message : std::string()));
+  CHECK_FALSE(kept->problem.has_value());
+  REQUIRE(kept->dropped.size() == 3);
+  CHECK(kept->dropped[0].to == hour - hours(4));
+  CHECK(kept->dropped[2].to == hour - hours(2));
+  REQUIRE(kept->created.size() == 1);
+  CHECK(kept->created[0].from == hour + hours(3));
+  CHECK(kept->next_pass == minutes(30));
+  CHECK(partitions_of(db).size() == 6);
+  CHECK(db.count() == 4);
+  CHECK(db.query("SELECT count(*) FROM pg_class WHERE relname LIKE 'gatherstats_statistic_p%'"
+                 " AND relkind = 'r'")[0][0] == "6");  // dropped, not only detached
+  // A second pass has nothing to do.
+  auto second = test::run_async(keep(via(db), hours(3), now + hours(1)));
+  REQUIRE(second.has_value());
+  CHECK(second->created.empty());
+  CHECK(second->dropped.empty());
+}
+
+// A plain table converted: rows, ids, privileges kept; the swap reported.
+static void check_converted(const test::scratch_database& db, const test::run_result& r,
+                            long long rows, const std::string& id_type) {
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::StartsWith("Converted table gatherstats_statistic to the partitioned "
+                                      "layout without copying a row: its rows are partition "
+                                      "gatherstats_statistic_p00000000 (fetched_at before "));
+  CHECK_THAT(r.out, Catch::Contains("the switch held the table's lock for "));
+  CHECK(relkind(db, "gatherstats_statistic") == "p");
+  CHECK(db.count() == rows);
+  CHECK(db.count("gatherstats_statistic_p00000000") == rows);
+  auto parts = partitions_of(db);
+  REQUIRE(parts.size() == 2);
+  CHECK_THAT(parts[0],
+             Catch::StartsWith("gatherstats_statistic_p00000000 FOR VALUES FROM (MINVALUE) TO ("));
+  // The id goes on from where it was, in the type it had.
+  CHECK(db.query("SELECT data_type FROM information_schema.columns WHERE table_name ="
+                 " 'gatherstats_statistic' AND column_name = 'id'")[0][0] == id_type);
+  auto id = db.query(
+      "INSERT INTO gatherstats_statistic (endpoint, key, numeric_value, fetched_at)"
+      " VALUES ('http://django.invalid/', 'a.b', 1.5, now()) RETURNING id");
+  CHECK(std::stoll(id[0][0]) > rows);
+  CHECK(db.query("SELECT count(*) = count(DISTINCT id) FROM gatherstats_statistic")[0][0] == "t");
+  // The reader granted SELECT on the old table can read the new one.
+  CHECK(db.query("SELECT has_table_privilege('" + db.name() +
+                 "_reader', 'gatherstats_statistic', 'SELECT')")[0][0] == "t");
+  // Ours commit into it.
+  auto stored = test::run_async(commit(db.conninfo(), record_at(now_utc(), 150)));
+  REQUIRE(stored.has_value());
+  CHECK(*stored == 150);
+  // Converted once: a second run leaves it.
+  auto again = migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"});
+  REQUIRE(again.exit_code == 0);
+  CHECK_THAT(again.out, Catch::StartsWith("Table gatherstats_statistic is partitioned already"));
+  CHECK(db.count("gatherstats_statistic_p00000000") == rows + 1 + 150);
+}
+
+static void fill(const test::scratch_database& db, int rows) {
+  // Roles are the cluster's: one per test database.
+  db.exec("CREATE ROLE " + db.name() + "_reader");
+  db.exec("GRANT SELECT ON gatherstats_statistic TO " + db.name() + "_reader");
+  db.exec(
+      "INSERT INTO gatherstats_statistic (endpoint, key, numeric_value, fetched_at)"
+      " SELECT 'http://old.invalid/' || (i % 7), 'k' || i, i,"
+      "        now() - i * interval '1 second' FROM generate_series(1, " +
+      std::to_string(rows) + ") AS i");
+}
+
+TEST_CASE("migrate --partitioned converts our plain table without copying a row",
+          "[pg][partition]") {
+  test::scratch_database db;
+  db.migrate();
+  fill(db, 20'000);
+  check_converted(db, migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"}),
+                  20'000, "bigint");
+}
+
+TEST_CASE("migrate --partitioned converts the original's table, serial id and all",
+          "[pg][partition]") {
+  test::scratch_database db;
+  db.create_original_table();
+  fill(db, 5'000);
+  check_converted(db, migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"}),
+                  5'000, "integer");
+}
+
+TEST_CASE("a table a view depends on is not converted, and is left as it was", "[pg][partition]") {
+  test::scratch_database db;
+  db.migrate();
+  fill(db, 100);
+  db.exec("CREATE VIEW latest AS SELECT max(fetched_at) FROM gatherstats_statistic");
+  auto r = migrate(db.conninfo(), {"--partitioned"});
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Catch::Contains("cannot convert gatherstats_statistic to the partitioned "
+                                    "layout: the view(s) latest read it"));
+  CHECK(relkind(db, "gatherstats_statistic") == "r");
+  CHECK(db.count() == 100);
+}
