@@ -68,6 +68,12 @@ const char* log::to_string(event_kind kind) {
       return "fetch log pruned";
     case event_kind::no_spool:
       return "no spool";
+    case event_kind::rows_removed:
+      return "rows removed";
+    case event_kind::partition_created:
+      return "partition created";
+    case event_kind::partition_dropped:
+      return "partition dropped";
   }
   return "event";
 }
