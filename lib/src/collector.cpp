@@ -583,6 +583,7 @@ struct collector::state {
     settings.statement_timeout = db.statement_timeout;
     settings.fetch_log = db.fetch_log;
     settings.fetch_log_retention = db.fetch_log_retention;
+    settings.retention = db.retention;
     std::weak_ptr<state> weak = self;
     settings.connected = [weak] {
       if (auto s = weak.lock()) s->feeder_wake.cancel();
