@@ -1,11 +1,13 @@
 // database.retention on a plain statistics table against the real
-// PostgreSQL: async_delete_expired's batches (and its plan, a TID scan), and
-// a real gatherstatsd deleting old rows at start, logging it and counting it
-// on its metrics endpoint, on our table and on the original's.
+// PostgreSQL: async_delete_expired's batches (and its plan, a TID scan),
+// straight and through PgBouncer, and a real gatherstatsd deleting old rows
+// at start, logging it and counting it on its metrics endpoint, on our table
+// and on the original's.
 #include "gatherstats/http/client.hpp"
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 #include "support/daemon.hpp"
+#include "support/route.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -167,8 +169,9 @@ void check_daemon_removes_old_rows(bool original) {
 
 }  // namespace
 
-TEST_CASE("async_delete_expired deletes rows before the cutoff in batches, and no others",
-          "[retention][pg]") {
+ROUTED_TEST_CASE(deletes_in_batches,
+                 "async_delete_expired deletes rows before the cutoff in batches, and no others",
+                 "[retention][pg]") {
   const bool original = GENERATE(false, true);
   INFO((original ? "the original's table" : "our table"));
   test::scratch_database db;
@@ -180,16 +183,14 @@ TEST_CASE("async_delete_expired deletes rows before the cutoff in batches, and n
   insert_rows(db, "old", 25, at_cutoff + " - interval '1 second'");
   insert_rows(db, "kept", 5, at_cutoff + " + interval '4 seconds'");
 
-  CHECK(test::run_async(delete_all(db.conninfo(), cutoff, 10)) ==
-        std::vector<std::size_t>{10, 10, 5});
+  CHECK(test::run_async(delete_all(via(db), cutoff, 10)) == std::vector<std::size_t>{10, 10, 5});
   CHECK(number(db, "SELECT count(*) FROM gatherstats_statistic WHERE endpoint = 'old'") == 0);
   CHECK(number(db, "SELECT count(*) FROM gatherstats_statistic WHERE endpoint = 'kept'") == 5);
   CHECK(number(db, "SELECT count(*) FROM gatherstats_statistic WHERE fetched_at = " + at_cutoff) ==
         1);
   // A full last batch is followed by an empty one.
   insert_rows(db, "old", 20, at_cutoff + " - interval '1 second'");
-  CHECK(test::run_async(delete_all(db.conninfo(), cutoff, 10)) ==
-        std::vector<std::size_t>{10, 10, 0});
+  CHECK(test::run_async(delete_all(via(db), cutoff, 10)) == std::vector<std::size_t>{10, 10, 0});
   CHECK(number(db, "SELECT count(*) FROM gatherstats_statistic") == 5);
 
   // Each batch finds its rows by ctid: a TID scan of exactly the rows the
@@ -204,7 +205,7 @@ TEST_CASE("async_delete_expired deletes rows before the cutoff in batches, and n
     plan += row.at(0) + "\n";
   INFO(plan);
   CHECK(plan.find("Tid Scan on gatherstats_statistic") != std::string::npos);
-  CHECK(test::run_async(delete_all(db.conninfo(), cutoff, 10'000)) ==
+  CHECK(test::run_async(delete_all(via(db), cutoff, 10'000)) ==
         std::vector<std::size_t>{10'000, 10'000, 10'000, 10'000, 10'000, 0});
   CHECK(number(db, "SELECT count(*) FROM gatherstats_statistic") == 5);
 }
