@@ -352,6 +352,7 @@ asio::awaitable<void> pruner(std::shared_ptr<pool::state> s) {
 // CONCURRENTLY waits for the transactions that use the table, and past
 // this deadline the connection is closed (the next pass finishes the job).
 constexpr std::chrono::milliseconds partition_upkeep_timeout{60'000};
+constexpr std::chrono::milliseconds min_upkeep_every{1'000};
 
 void warn_upkeep(pool::state& s, const failure& problem, std::string what) {
   if (!s.events) return;
@@ -438,7 +439,7 @@ asio::awaitable<void> table_keeper(std::shared_ptr<pool::state> s) {
         if (kept.problem)
           warn_upkeep(*s, *kept.problem,
                       "the upkeep of the partitions of " + table.display() + " failed");
-        next = kept.next_pass;
+        next = std::max(kept.next_pass, min_upkeep_every);  // never a busy loop
       } else if (s->settings.retention) {
         co_await delete_expired(s, *conn, *s->settings.retention);
       }
