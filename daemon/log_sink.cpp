@@ -87,6 +87,12 @@ const char* kind_field(event_kind kind) {
       return "fetch_log_pruned";
     case event_kind::no_spool:
       return "no_spool";
+    case event_kind::rows_removed:
+      return "rows_removed";
+    case event_kind::partition_created:
+      return "partition_created";
+    case event_kind::partition_dropped:
+      return "partition_dropped";
   }
   return "event";
 }
@@ -242,6 +248,12 @@ const char* message_id(event_kind kind) {
       return "5d0a3c6e8b1f4e27a9c4f1b2d7e60a93";
     case event_kind::no_spool:
       return "50725bea1680414f93aebde9c1786ec4";
+    case event_kind::rows_removed:
+      return "ffae79f91acf4d14883dda16f3ceb5f2";
+    case event_kind::partition_created:
+      return "ff16e90388004a6aba1d375ed8d69751";
+    case event_kind::partition_dropped:
+      return "c07dad77ac3a47cfb3d3144076f0f55c";
   }
   return "ccd200219c684a7482ece36e48fcf31d";
 }

@@ -68,6 +68,12 @@ const char* log::to_string(event_kind kind) {
       return "fetch log pruned";
     case event_kind::no_spool:
       return "no spool";
+    case event_kind::rows_removed:
+      return "rows removed";
+    case event_kind::partition_created:
+      return "partition created";
+    case event_kind::partition_dropped:
+      return "partition dropped";
   }
   return "event";
 }
@@ -132,6 +138,11 @@ struct collector::state {
   observe::histogram fetch_duration;
   observe::histogram commit_duration;
   std::uint64_t rows_committed = 0;
+  // What the table's upkeep removed and created (counted from its events,
+  // across reloads).
+  std::uint64_t retention_deleted_rows = 0;
+  std::uint64_t retention_dropped_partitions = 0;
+  std::uint64_t partitions_created = 0;
   spool_gauges spool_now;
   std::string spool_problem;      // why there is no spool, or why the last write failed
   bool spool_unwritable = false;  // the last write to the spool failed
@@ -567,6 +578,23 @@ struct collector::state {
     emit(e);
   }
 
+  // The metrics of the table's upkeep, from the pool's events.
+  void count_upkeep(const log::event& e) {
+    switch (e.kind) {
+      case log::event_kind::rows_removed:
+        retention_deleted_rows += e.rows;
+        break;
+      case log::event_kind::partition_dropped:
+        ++retention_dropped_partitions;
+        break;
+      case log::event_kind::partition_created:
+        ++partitions_created;
+        break;
+      default:
+        break;
+    }
+  }
+
   std::unique_ptr<pg::pool> make_pool(const config::database_config& db,
                                       std::shared_ptr<state> self) {
     pg::pool_settings settings;
@@ -577,6 +605,7 @@ struct collector::state {
     settings.statement_timeout = db.statement_timeout;
     settings.fetch_log = db.fetch_log;
     settings.fetch_log_retention = db.fetch_log_retention;
+    settings.retention = db.retention;
     std::weak_ptr<state> weak = self;
     settings.connected = [weak] {
       if (auto s = weak.lock()) s->feeder_wake.cancel();
@@ -590,7 +619,10 @@ struct collector::state {
         [weak](const fetch_record& r, const outcome<std::size_t>& result) {
           if (auto s = weak.lock()) s->committed_one(r, result, s);
         },
-        events);
+        [weak, events = events](const log::event& e) {
+          if (auto s = weak.lock()) s->count_upkeep(e);
+          if (events) events(e);
+        });
     p->start();
     return p;
   }
@@ -866,6 +898,9 @@ observe::daemon_status collector::observe() const {
   db.commit_failures = s.commit_failures;
   db.rows_committed = s.rows_committed;
   db.commit_duration = s.commit_duration;
+  db.retention_deleted_rows = s.retention_deleted_rows;
+  db.retention_dropped_partitions = s.retention_dropped_partitions;
+  db.partitions_created = s.partitions_created;
   auto& sp = out.spool;
   const auto spool_cfg = s.current ? s.current->spool : config::spool_config{};
   sp.directory = spool_cfg.directory;

@@ -133,6 +133,7 @@ void check_config(const daemon_config& c) {
   check(!c.database.table.empty(), "a table is named");
   check(c.database.connect_timeout > 0ms && c.database.statement_timeout > 0ms,
         "database timeouts are positive");
+  check(!c.database.retention || *c.database.retention > 0ms, "database.retention is positive");
   check(!c.spool.directory.empty(), "a spool directory is named");
   check(c.spool.max_bytes >= 1 && c.spool.memory_max_bytes >= 1, "spool sizes are positive");
   check(c.max_concurrent_fetches >= 1 && c.max_concurrent_fetches <= 100'000,

@@ -42,6 +42,7 @@ const std::string failed_id = "3a44015876654f82abe4cf0be7775503";
 const std::string config_loaded_id = "98f7358764224a199038b868ac532c12";
 const std::string config_rejected_id = "8665fe3e5ff943ddac3d1de8719b1565";
 const std::string stopping_id = "057c92539d9447eba28cbf5a4e96eb77";
+const std::string rows_removed_id = "ffae79f91acf4d14883dda16f3ceb5f2";
 
 using journal_entry = std::map<std::string, std::string>;
 
@@ -273,6 +274,38 @@ TEST_CASE(
   CHECK(d.wait_for([](const journal_entry& e) { return has(e, "MESSAGE_ID", stopping_id); }, 1s));
   // Everything went to the journal, nothing to stderr.
   CHECK(read_file(err).find("fetch committed") == std::string::npos);
+}
+
+TEST_CASE("journald: database.retention's deletion is one rows_removed entry with its rows",
+          "[daemon][journal][retention]") {
+  test::scratch_database db;
+  db.migrate();
+  db.exec(
+      "INSERT INTO gatherstats_statistic (endpoint, key, numeric_value, fetched_at)"
+      " SELECT 'http://old.invalid/', 'k', i, now() - interval '2 days' - i * interval '1 second'"
+      " FROM generate_series(1, 1234) AS i");
+  test::test_server server;
+  test::temp_dir dir;
+  auto config = dir.write("gatherstats.yaml", "database:\n  conninfo: \"" + db.conninfo() +
+                                                  "\"\n  retention: 1h\nendpoints:\n"
+                                                  "  - {name: healthy, url: \"" +
+                                                  server.url("/stats") + "\", interval: 1h}\n");
+  journaled_daemon d({test::daemon_bin(), "--config", config.string(), "--log-target=journal"},
+                     dir.path() / "stderr.log");
+  auto removed =
+      d.wait_for([](const journal_entry& e) { return has(e, "MESSAGE_ID", rows_removed_id); }, 20s);
+  REQUIRE(removed.has_value());
+  INFO(describe(*removed));
+  CHECK(has(*removed, "PRIORITY", "6"));
+  CHECK(has(*removed, "GATHERSTATS_EVENT", "rows_removed"));
+  CHECK(has(*removed, "GATHERSTATS_ROWS", "1234"));
+  CHECK_THAT((*removed)["MESSAGE"],
+             Catch::Contains("rows removed rows=1234 (1234 row(s) with fetched_at before ") &&
+                 Catch::Contains(" deleted from gatherstats_statistic (retention 1h))"));
+  auto code = d.stop(15s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK(db.count("gatherstats_statistic WHERE endpoint = 'http://old.invalid/'") == 0);
 }
 
 TEST_CASE(

@@ -118,15 +118,6 @@ std::string describe(const YAML::Node& n) {
   }
 }
 
-std::string format_duration(milliseconds d) {
-  auto n = d.count();
-  if (n != 0 && n % 86'400'000 == 0) return std::to_string(n / 86'400'000) + "d";
-  if (n != 0 && n % 3'600'000 == 0) return std::to_string(n / 3'600'000) + "h";
-  if (n != 0 && n % 60'000 == 0) return std::to_string(n / 60'000) + "m";
-  if (n != 0 && n % 1000 == 0) return std::to_string(n / 1000) + "s";
-  return std::to_string(n) + "ms";
-}
-
 std::string format_bytes(std::uint64_t n) {
   if (n != 0 && n % (std::uint64_t{1} << 30) == 0) return std::to_string(n >> 30) + "GiB";
   if (n != 0 && n % (std::uint64_t{1} << 20) == 0) return std::to_string(n >> 20) + "MiB";
@@ -171,8 +162,8 @@ const std::vector<std::string_view> top_keys = {
     "database",      "defaults", "endpoints", "spool", "metrics", "max_concurrent_fetches",
     "shutdown_grace"};
 const std::vector<std::string_view> database_keys = {
-    "conninfo",  "pool_size",          "table", "connect_timeout", "statement_timeout",
-    "fetch_log", "fetch_log_retention"};
+    "conninfo",  "pool_size",           "table",    "connect_timeout", "statement_timeout",
+    "fetch_log", "fetch_log_retention", "retention"};
 const std::vector<std::string_view> default_keys = {"interval", "timeout",   "retries", "values",
                                                     "max_body", "max_depth", "headers", "auth",
                                                     "tls",      "align"};
@@ -468,6 +459,12 @@ class config_reader {
     }
     if (auto* e = m->get("fetch_log_retention")) {
       if (auto d = duration(*e)) db.fetch_log_retention = *d;
+    }
+    if (auto* e = m->get("retention")) {
+      // Named in full: "retention" alone is easily read as the fetch log's.
+      entry named = *e;
+      named.key = "database.retention";
+      if (auto d = duration(named)) db.retention = *d;
     }
   }
 

@@ -27,17 +27,13 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(n * scale));
 }
 
-}  // namespace gatherstats::config
-
-namespace gatherstats::config {
-
 std::string format_duration(std::chrono::milliseconds d) {
-  const auto ms = d.count();
-  constexpr std::pair<long long, const char*> units[] = {
-      {86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"}, {1'000, "s"}};
-  for (const auto& [size, name] : units)
-    if (ms != 0 && ms % size == 0) return std::to_string(ms / size) + name;
-  return std::to_string(ms) + "ms";
+  auto n = d.count();
+  if (n != 0 && n % 86'400'000 == 0) return std::to_string(n / 86'400'000) + "d";
+  if (n != 0 && n % 3'600'000 == 0) return std::to_string(n / 3'600'000) + "h";
+  if (n != 0 && n % 60'000 == 0) return std::to_string(n / 60'000) + "m";
+  if (n != 0 && n % 1000 == 0) return std::to_string(n / 1000) + "s";
+  return std::to_string(n) + "ms";
 }
 
 }  // namespace gatherstats::config

@@ -337,6 +337,15 @@ std::string render_metrics(const daemon_status& s, const process_status& p) {
   w.family("gatherstatsd_database_waiting_fetches", "gauge",
            "Fetches waiting in memory to be committed, or being committed.");
   w.sample("gatherstatsd_database_waiting_fetches", "", u64(db.waiting));
+  w.family("gatherstatsd_retention_deleted_rows_total", "counter",
+           "Rows older than database.retention deleted from a plain (unpartitioned) table.");
+  w.sample("gatherstatsd_retention_deleted_rows_total", "", db.retention_deleted_rows);
+  w.family("gatherstatsd_retention_dropped_partitions_total", "counter",
+           "Partitions older than database.retention dropped from a partitioned table.");
+  w.sample("gatherstatsd_retention_dropped_partitions_total", "", db.retention_dropped_partitions);
+  w.family("gatherstatsd_partitions_created_total", "counter",
+           "Partitions of a partitioned table created ahead.");
+  w.sample("gatherstatsd_partitions_created_total", "", db.partitions_created);
 
   const auto& sp = s.spool;
   w.family("gatherstatsd_spool_usable", "gauge",

@@ -272,7 +272,10 @@ std::string render_status_json(const daemon_status& s, timestamp now) {
                       {"waiting", db.waiting},
                       {"committed_fetches", db.committed},
                       {"committed_rows", db.rows_committed},
-                      {"commit_failures", db.commit_failures}};
+                      {"commit_failures", db.commit_failures},
+                      {"retention_deleted_rows", db.retention_deleted_rows},
+                      {"retention_dropped_partitions", db.retention_dropped_partitions},
+                      {"partitions_created", db.partitions_created}};
   const auto& sp = s.spool;
   bj::object dropped;
   for (std::size_t r = 0; r < drop_reason_count; ++r)

@@ -3,9 +3,11 @@
 // where the spool will take over from memory later.
 #include "gatherstats/pg/pool.hpp"
 
+#include "gatherstats/config/duration.hpp"
 #include "gatherstats/http/redact.hpp"
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/fetch_log.hpp"
+#include "gatherstats/pg/partitions.hpp"
 #include "gatherstats/sched/schedule.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -52,6 +54,7 @@ struct pool::state {
   asio::steady_timer wake;         // never expires: cancel_one() wakes an idle worker
   asio::steady_timer idle;         // cancelled whenever a fetch leaves the pool
   asio::steady_timer prune_wake;   // the pruning's next run; cancelled at stop
+  asio::steady_timer keep_wake;    // the table upkeep's next pass; cancelled at stop
   std::mt19937_64 random{std::random_device{}()};
 
   state(asio::any_io_executor e, pool_settings s, on_done d, log::event_sink ev)
@@ -61,7 +64,8 @@ struct pool::state {
         events(std::move(ev)),
         wake(e, steady::time_point::max()),
         idle(e, steady::time_point::max()),
-        prune_wake(e) {}
+        prune_wake(e),
+        keep_wake(e) {}
 
   void emit(log::event_kind kind, log::severity level, std::string error) {
     if (!events) return;
@@ -344,6 +348,109 @@ asio::awaitable<void> pruner(std::shared_ptr<pool::state> s) {
   }
 }
 
+// The most one pass of partition upkeep may take: DETACH PARTITION
+// CONCURRENTLY waits for the transactions that use the table, and past
+// this deadline the connection is closed (the next pass finishes the job).
+constexpr std::chrono::milliseconds partition_upkeep_timeout{60'000};
+constexpr std::chrono::milliseconds min_upkeep_every{1'000};
+
+void warn_upkeep(pool::state& s, const failure& problem, std::string what) {
+  if (!s.events) return;
+  log::event e{log::event_kind::warning, log::severity::warning};
+  e.error = problem.message;
+  e.detail = std::move(what) + "; it is tried again at the next pass";
+  s.events(e);
+}
+
+std::string describe(const std::optional<timestamp>& bound, const char* none) {
+  return bound ? format_timestamp(*bound) : std::string(none);
+}
+
+// One partition created or dropped: its name and range [from, to).
+void emit_partition(pool::state& s, log::event_kind kind, const retention::partition& p) {
+  if (!s.events) return;
+  log::event e{kind, log::severity::info};
+  e.detail = "partition " + p.name + " of " + s.settings.table.display() + " [" +
+             describe(p.from, "MINVALUE") + ", " + describe(p.to, "MAXVALUE") + ")";
+  s.events(e);
+}
+
+// database.retention on a plain table: every row with fetched_at before one
+// cutoff (fixed for the pass, so that the range logged is exact), a batch
+// at a time, each batch its own short transaction, a pause between them.
+asio::awaitable<void> delete_expired(std::shared_ptr<pool::state> s, connection& conn,
+                                     std::chrono::milliseconds retention) {
+  const auto cutoff = now_utc() - std::chrono::duration_cast<std::chrono::microseconds>(retention);
+  const auto batch = std::max<std::size_t>(s->settings.retention_batch, 1);
+  std::size_t removed = 0;
+  std::optional<failure> problem;
+  while (!s->stopping) {
+    auto deleted = co_await async_delete_expired(conn, s->settings.table, cutoff, batch,
+                                                 steady::now() + s->settings.statement_timeout);
+    if (!deleted) {
+      // No table: the workers say so.
+      if (conn.last_sqlstate() != "42P01") problem = deleted.error();
+      break;
+    }
+    removed += *deleted;
+    if (*deleted < batch) break;
+    co_await pause(s->ex, s->settings.prune_pause);
+  }
+  if (removed > 0 && s->events) {
+    log::event e{log::event_kind::rows_removed, log::severity::info};
+    e.rows = removed;
+    e.detail = std::to_string(removed) + " row(s) with fetched_at before " +
+               format_timestamp(cutoff) + " deleted from " + s->settings.table.display() +
+               " (retention " + config::format_duration(retention) + ")";
+    s->events(e);
+  }
+  if (problem)
+    warn_upkeep(
+        *s, *problem,
+        "deleting rows past database.retention from " + s->settings.table.display() + " failed");
+}
+
+// The statistics table's upkeep, at start and then pass after pass, over a
+// connection of its own opened for each pass: partitions created ahead and
+// dropped past the retention on a partitioned table (partitions.hpp says
+// what and when), old rows deleted in batches from a plain one.
+asio::awaitable<void> table_keeper(std::shared_ptr<pool::state> s) {
+  const table_name& table = s->settings.table;
+  while (!s->stopping) {
+    auto conn = co_await connect(s, steady::now() + s->settings.connect_timeout);
+    // The database away: the workers say so; try again sooner than usual.
+    auto next = conn ? s->settings.prune_every
+                     : std::min(s->settings.prune_every, s->settings.reconnect_max);
+    if (conn) {
+      auto listed = co_await async_list_partitions(*conn, table,
+                                                   steady::now() + s->settings.statement_timeout);
+      if (!listed) {
+        warn_upkeep(*s, listed.error(),
+                    "looking for the partitions of " + table.display() + " failed");
+      } else if (*listed) {
+        const auto until =
+            steady::now() + std::max(partition_upkeep_timeout, s->settings.statement_timeout);
+        auto kept = co_await async_keep_partitions(*conn, table, **listed, s->settings.retention,
+                                                   now_utc(), until);
+        for (const auto& p : kept.created)
+          emit_partition(*s, log::event_kind::partition_created, p);
+        for (const auto& p : kept.dropped)
+          emit_partition(*s, log::event_kind::partition_dropped, p);
+        if (kept.problem)
+          warn_upkeep(*s, *kept.problem,
+                      "the upkeep of the partitions of " + table.display() + " failed");
+        next = std::max(kept.next_pass, min_upkeep_every);  // never a busy loop
+      } else if (s->settings.retention) {
+        co_await delete_expired(s, *conn, *s->settings.retention);
+      }
+    }
+    conn = failure::transient("");  // closed before the long wait
+    if (s->stopping) break;
+    s->keep_wake.expires_after(next);
+    co_await s->keep_wake.async_wait(use_nothrow);
+  }
+}
+
 }  // namespace
 
 pool::pool(asio::any_io_executor ex, pool_settings settings, on_done done, log::event_sink events)
@@ -355,12 +462,16 @@ pool::~pool() {
   state_->stopping = true;
   state_->wake.cancel();
   state_->prune_wake.cancel();
+  state_->keep_wake.cancel();
 }
 
 void pool::start() {
   for (std::size_t i = 0; i < std::max<std::size_t>(state_->settings.size, 1); ++i)
     asio::co_spawn(state_->ex, worker(state_), asio::detached);
   if (state_->settings.fetch_log) asio::co_spawn(state_->ex, pruner(state_), asio::detached);
+  // Always: a partitioned table needs partitions ahead even without a
+  // retention (a plain one without a retention costs one query a pass).
+  asio::co_spawn(state_->ex, table_keeper(state_), asio::detached);
 }
 
 bool pool::fetch_log() const { return state_->settings.fetch_log && !state_->fetch_log_missing; }
@@ -394,6 +505,7 @@ asio::awaitable<std::deque<fetch_record>> pool::async_drain(deadline until) {
   s->stopping = true;
   s->wake.cancel();
   s->prune_wake.cancel();
+  s->keep_wake.cancel();
   s->queue_bytes = 0;
   co_return std::exchange(s->queue, {});
 }

@@ -469,6 +469,23 @@ std::string table_name::quoted() const {
 
 std::string table_name::display() const { return schema_.empty() ? name_ : schema_ + "." + name_; }
 
+asio::awaitable<outcome<std::size_t>> async_delete_expired(connection& conn,
+                                                           const table_name& table,
+                                                           timestamp cutoff, std::size_t batch,
+                                                           deadline until) {
+  const std::string t = table.quoted();
+  std::array<std::string, 2> params{format_timestamp(cutoff), std::to_string(batch)};
+  // ctid = ANY (ARRAY(...)) plans as a TID scan of exactly the rows the
+  // subquery found; ctid IN (SELECT ...) would be a join. The ctids cannot
+  // move between the two: one statement, one snapshot, and a row updated
+  // meanwhile (nothing updates the table) would simply be skipped.
+  const std::string sql = "DELETE FROM " + t + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + t +
+                          " WHERE fetched_at < $1::timestamptz LIMIT $2::int))";
+  auto deleted = co_await conn.async_query(sql, params, until);
+  if (!deleted) co_return deleted.error();
+  co_return deleted->affected_rows();
+}
+
 std::string format_timestamp(timestamp t) {
   using namespace std::chrono;
   auto day = floor<days>(t);

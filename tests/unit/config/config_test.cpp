@@ -87,6 +87,7 @@ TEST_CASE("a complete configuration is read field by field", "[config]") {
   statement_timeout: 1m
   fetch_log: false
   fetch_log_retention: 7d
+  retention: 90d
 defaults:
   interval: 1m
   timeout: 20s
@@ -146,6 +147,7 @@ shutdown_grace: 30s
   CHECK(c.database.statement_timeout == 1min);
   CHECK_FALSE(c.database.fetch_log);
   CHECK(c.database.fetch_log_retention == 7 * 24h);
+  CHECK(c.database.retention == 90 * 24h);
 
   REQUIRE(c.endpoints.size() == 3);
   const endpoint_config& a = c.endpoints[0];
@@ -218,6 +220,24 @@ TEST_CASE("absent settings take their defaults", "[config]") {
   CHECK(e.flatten.max_depth == 64);
   CHECK(r.config->database.table == "gatherstats_statistic");
   CHECK(r.config->metrics.listen.empty());
+  CHECK_FALSE(r.config->database.retention);  // statistics are kept for ever
+}
+
+TEST_CASE("database.retention is a positive duration, named in full when it is not", "[config]") {
+  auto r = parse_config("database: { retention: 36h }\n" + endpoint_with(""), "t.yaml", no_env);
+  REQUIRE(r.config);
+  CHECK(r.config->database.retention == 36h);
+  for (const char* bad : {"0s", "-1d", "30", "30 days", "1.5d"}) {
+    INFO(bad);
+    CHECK(error_of("database: { retention: \"" + std::string(bad) + "\" }\n" + endpoint_with("")) ==
+          "test.yaml:1:24: \"database.retention\" must be a positive duration such as 250ms, "
+          "10s, 5m, 1h or 30d, not \"" +
+              std::string(bad) + "\"");
+  }
+  CHECK(error_of("database: { retention: [30d] }\n" + endpoint_with("")) ==
+        "test.yaml:1:24: \"database.retention\" must be a duration, not a list");
+  CHECK(error_of("database: { retentoin: 30d }\n" + endpoint_with("")) ==
+        "test.yaml:1:13: unknown key \"retentoin\" (did you mean \"retention\"?)");
 }
 
 TEST_CASE("an interval shorter than the built-in timeout shortens it", "[config]") {

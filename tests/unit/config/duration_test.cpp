@@ -22,3 +22,16 @@ TEST_CASE("anything else is not a duration", "[config][duration]") {
     CHECK_FALSE(parse_duration(bad).has_value());
   }
 }
+
+TEST_CASE("a duration is written in the largest unit that divides it, and reads back",
+          "[config][duration]") {
+  using gatherstats::config::format_duration;
+  CHECK(format_duration(30 * 24h) == "30d");
+  CHECK(format_duration(36h) == "36h");
+  CHECK(format_duration(90min) == "90m");
+  CHECK(format_duration(45s) == "45s");
+  CHECK(format_duration(250ms) == "250ms");
+  CHECK(format_duration(1500ms) == "1500ms");
+  for (std::chrono::milliseconds d : {1ms, 1000ms, 61000ms, 90'000'000ms, 400 * 86'400'000ms})
+    CHECK(parse_duration(format_duration(d)) == d);
+}

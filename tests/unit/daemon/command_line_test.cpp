@@ -196,16 +196,19 @@ TEST_CASE("format_event never shows a secret, and every kind has its own MESSAGE
   CHECK(format_event(e) == "error: database lost: cannot connect with \"host=x password=***");
 
   std::set<std::string> ids;
-  for (auto k : {event_kind::fetch_committed, event_kind::fetch_failed, event_kind::fetch_retrying,
-                 event_kind::tick_skipped, event_kind::commit_failed, event_kind::database_lost,
-                 event_kind::database_back, event_kind::config_loaded, event_kind::config_rejected,
-                 event_kind::warning, event_kind::stopping}) {
+  for (auto k :
+       {event_kind::fetch_committed, event_kind::fetch_failed, event_kind::fetch_retrying,
+        event_kind::tick_skipped, event_kind::commit_failed, event_kind::database_lost,
+        event_kind::database_back, event_kind::config_loaded, event_kind::config_rejected,
+        event_kind::warning, event_kind::stopping, event_kind::results_spooled,
+        event_kind::results_dropped, event_kind::fetch_log_pruned, event_kind::no_spool,
+        event_kind::rows_removed, event_kind::partition_created, event_kind::partition_dropped}) {
     std::string id = message_id(k);
     CHECK(id.size() == 32);
     CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
     ids.insert(id);
   }
-  CHECK(ids.size() == 11);
+  CHECK(ids.size() == 18);
 }
 
 TEST_CASE("the STATUS= line", "[cli][notify]") {

@@ -62,6 +62,9 @@ daemon_status sample() {
   s.endpoints = {a, b, c};
   s.database.up = true;
   s.database.connections_open = 2;
+  s.database.retention_deleted_rows = 12'000;
+  s.database.retention_dropped_partitions = 3;
+  s.database.partitions_created = 5;
   s.spool.usable = true;
   s.spool.max_bytes = 1 << 30;
   return s;
@@ -163,6 +166,11 @@ TEST_CASE("metrics are in the text format with every endpoint and reason", "[obs
   CHECK(m.samples.at("gatherstatsd_spool_dropped_fetches_total").size() == drop_reason_count);
   CHECK(m.samples.at("process_cpu_seconds_total").at("") == "1.5");
   CHECK(m.samples.at("process_max_fds").at("") == "1024");
+  // database.retention: what it removed, and the partitions kept.
+  CHECK(m.types.at("gatherstatsd_retention_deleted_rows_total") == "counter");
+  CHECK(m.samples.at("gatherstatsd_retention_deleted_rows_total").at("") == "12000");
+  CHECK(m.samples.at("gatherstatsd_retention_dropped_partitions_total").at("") == "3");
+  CHECK(m.samples.at("gatherstatsd_partitions_created_total").at("") == "5");
   // No URL anywhere: the endpoint label is the configured name.
   CHECK(text.find("example") == std::string::npos);
   // Without a listener there are no listener series; with one, there are.
@@ -243,6 +251,9 @@ TEST_CASE("the JSON status is the page's twin", "[observe]") {
   CHECK(eps[2].at("last_rows") == 3);
   CHECK(eps[1].at("last_fetch").is_null());
   CHECK(v.at("database").at("up") == true);
+  CHECK(v.at("database").at("retention_deleted_rows") == 12'000);
+  CHECK(v.at("database").at("retention_dropped_partitions") == 3);
+  CHECK(v.at("database").at("partitions_created") == 5);
 }
 
 TEST_CASE("durations ago read like a person would say them", "[observe]") {

@@ -72,6 +72,10 @@ struct database_config {
   // one row per fetch, failures included; rows older than the retention go.
   bool fetch_log = true;
   milliseconds fetch_log_retention{30LL * 86'400'000};
+  // Statistics rows whose fetched_at is older are removed (docs/schema.md,
+  // "Retention"): whole partitions of a partitioned table, small batches of
+  // a plain one. None: kept for ever.
+  std::optional<milliseconds> retention;
   bool operator==(const database_config&) const = default;
 };
 

@@ -12,12 +12,8 @@ namespace gatherstats::config {
 // else (no unit, zero, negative, fractional, overflow).
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 
-}  // namespace gatherstats::config
-
-namespace gatherstats::config {
-
-// The duration in its largest whole unit, as parse_duration reads it back:
-// "1d", "6h", "90s", "250ms".
+// The other way round, in the largest unit that divides it: "30d", "36h",
+// "90m", "45s", "250ms" (what parse_duration reads back).
 std::string format_duration(std::chrono::milliseconds d);
 
 }  // namespace gatherstats::config

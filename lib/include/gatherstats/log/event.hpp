@@ -30,6 +30,13 @@ enum class event_kind {
   // The spool cannot be used (at start): fetches waiting for the database
   // are in memory only.
   no_spool,
+  // database.retention: rows of a plain statistics table deleted (rows: how
+  // many; detail: the table, the cutoff and the retention).
+  rows_removed,
+  // A partition of a partitioned statistics table created ahead, or dropped
+  // past the retention (detail: its name and range [from, to)).
+  partition_created,
+  partition_dropped,
 };
 
 enum class severity { debug, info, notice, warning, error };

@@ -75,6 +75,10 @@ struct database_status {
   std::size_t connections_open = 0;
   std::size_t connections_busy = 0;
   std::size_t waiting = 0;  // fetches waiting in memory (queued or being committed)
+  // database.retention and the partitioned layout (docs/schema.md).
+  std::uint64_t retention_deleted_rows = 0;  // rows deleted from a plain table
+  std::uint64_t retention_dropped_partitions = 0;
+  std::uint64_t partitions_created = 0;
 };
 
 // Why fetches were lost, the label of gatherstatsd_spool_dropped_total.

@@ -13,6 +13,9 @@
 // (harmless: commits are idempotent). A fetch that fails permanently (the
 // database refuses its rows) is reported and dropped.
 //
+// Beside the workers, two coroutines each with a connection of its own: the
+// fetch log's pruning and the table's upkeep (retention, partitions).
+//
 // Events (database lost/back, commit failed) and the outcome of every fetch
 // go to the callbacks, on the pool's executor. Single-threaded: everything
 // runs on one io_context; no locks.
@@ -31,6 +34,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace gatherstats::pg {
@@ -60,6 +64,16 @@ struct pool_settings {
   std::chrono::milliseconds prune_every{3'600'000};
   std::size_t prune_batch = 1000;
   std::chrono::milliseconds prune_pause{100};
+  // The table's upkeep (docs/schema.md, "Retention"), over a connection of
+  // its own opened for each pass. A partitioned table has partitions created
+  // ahead and, with a retention, those past it dropped, as often as
+  // partitions.hpp says. A plain table, only with a retention: rows with
+  // fetched_at older than it are deleted in batches of `retention_batch`
+  // (prune_pause between them), at start and every prune_every. Events:
+  // rows_removed, partition_created, partition_dropped; failures are
+  // warnings, tried again at the next pass.
+  std::optional<std::chrono::milliseconds> retention;
+  std::size_t retention_batch = 10'000;
   // Called whenever a connection comes up (first connect and reconnects).
   std::function<void()> connected;
   // Called after each commit transaction (a batch of one or more fetches,

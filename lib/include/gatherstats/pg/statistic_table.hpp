@@ -212,6 +212,15 @@ boost::asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     connection& conn, const commit_tables& tables, std::span<const fetch_record* const> records,
     deadline until, batch_path path);
 
+// database.retention on a plain (unpartitioned) table: deletes up to
+// `batch` rows with fetched_at before `cutoff`, in one statement and so one
+// short transaction; returns how many went. Call again while it returns
+// `batch`. The rows are found by their ctid (a TID scan), so the table needs
+// no id column: the original's and ours alike. A partitioned table drops
+// whole partitions instead (partitions.hpp).
+boost::asio::awaitable<outcome<std::size_t>> async_delete_expired(
+    connection& conn, const table_name& table, timestamp cutoff, std::size_t batch, deadline until);
+
 // ISO 8601 in UTC with microseconds: "2026-11-27 21:24:10.123456+00".
 std::string format_timestamp(timestamp t);
 
