@@ -6,6 +6,7 @@
 #include "gatherstats/pg/partitions.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 #include "gatherstats/retention/partition_plan.hpp"
+#include "support/daemon.hpp"
 #include "support/process.hpp"
 #include "support/route.hpp"
 #include "support/test_env.hpp"
@@ -15,6 +16,7 @@
 namespace asio = boost::asio;
 using namespace gatherstats;
 using namespace std::chrono;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -293,4 +295,130 @@ TEST_CASE("a table a view depends on is not converted, and is left as it was", "
                                     "layout: the view(s) latest read it"));
   CHECK(relkind(db, "gatherstats_statistic") == "r");
   CHECK(db.count() == 100);
+}
+
+// --- the daemon's upkeep and commits on a partitioned table ------------------
+
+namespace {
+
+long long number(const test::scratch_database& db, const std::string& sql) {
+  return std::stoll(db.query(sql)[0][0]);
+}
+
+// Partitions whose range ends at or before `bound` seconds from now (negative:
+// in the past), and those that start at or after it.
+long long partitions_ending_by(const test::scratch_database& db, double seconds_from_now) {
+  return number(db,
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,"
+                " substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']*)''\\)') b"
+                " WHERE i.inhparent = 'gatherstats_statistic'::regclass AND b::timestamptz <="
+                " now() + interval '" +
+                    std::to_string(seconds_from_now) + " seconds'");
+}
+long long partitions_starting_from(const test::scratch_database& db, double seconds_from_now) {
+  return number(db,
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,"
+                " substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \\(''([^'']*)''\\)') b"
+                " WHERE i.inhparent = 'gatherstats_statistic'::regclass AND b::timestamptz >="
+                " now() + interval '" +
+                    std::to_string(seconds_from_now) + " seconds'");
+}
+
+}  // namespace
+
+TEST_CASE("the daemon makes partitions ahead and drops those past the retention while it commits",
+          "[daemon][partition]") {
+  test::scratch_database db;
+  REQUIRE(migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1s"}).exit_code == 0);
+  test::three_endpoints eps;
+  // One-second partitions and three seconds of retention: a partition
+  // is created and one dropped every second, beside the commits.
+  test::daemon_process d(test::database_yaml(db) + "  retention: 3s\n" + eps.yaml());
+  REQUIRE(test::eventually([&] { return test::lines_with(d.log_text(), "partition dropped") >= 5; },
+                           30s));
+  // Ahead: the partitions of the next two seconds are there.
+  CHECK(partitions_starting_from(db, 1) >= 1);
+  // Behind: nothing older than the retention, the interval and a pass (1 s).
+  CHECK(partitions_ending_by(db, -5.5) == 0);
+  d.stop_cleanly();
+  const std::string log = d.log_text();
+  CHECK(test::lines_with(log, "commit failed") == 0);
+  CHECK(test::lines_with(log, "warning") == 0);
+  // Every fetch the server answered was committed (the fetch log, which
+  // the statistics' retention does not touch, has one ok row for each).
+  for (const auto& e : eps.all) {
+    INFO(e.url);
+    CHECK(number(db, "SELECT count(*) FROM gatherstats_fetch WHERE ok AND endpoint = '" + e.url +
+                         "'") == eps.requests(e));
+  }
+  // What the statistics still hold is whole and within the retention.
+  CHECK(number(db,
+               "SELECT count(*) FROM gatherstats_statistic"
+               " WHERE fetched_at < now() - interval '6 seconds'") == 0);
+  for (const auto& e : eps.all) CHECK(test::partial_fetches(db, e.url, e.rows) == 0);
+}
+
+TEST_CASE("a plain table converted while the daemon commits loses and doubles nothing",
+          "[daemon][partition]") {
+  test::scratch_database db;
+  db.migrate();
+  test::three_endpoints eps;
+  test::daemon_process d(test::database_yaml(db) + eps.yaml());
+  REQUIRE(test::eventually([&] { return db.count() > 0; }, 20s));
+  auto converted = migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"});
+  INFO(converted.err);
+  REQUIRE(converted.exit_code == 0);
+  CHECK_THAT(converted.out, Catch::StartsWith("Converted table gatherstats_statistic"));
+  CHECK(relkind(db, "gatherstats_statistic") == "p");
+  // Commits go on into the new table: a few more fetches of each endpoint.
+  REQUIRE(test::eventually(
+      [&] {
+        for (const auto& e : eps.all)
+          if (test::fetches_of(db, e.url) < 5) return false;
+        return true;
+      },
+      20s));
+  CHECK(number(db, "SELECT count(*) FROM ONLY gatherstats_statistic_p00000000") > 0);
+  test::check_all_stored_once(db, eps, d);
+  CHECK(test::lines_with(d.log_text(), "commit failed") == 0);
+}
+
+TEST_CASE("fetches spooled from before every partition are committed into partitions made for them",
+          "[daemon][partition]") {
+  test::scratch_database db;
+  test::three_endpoints eps;
+  test::temp_dir state;
+  const std::string spool =
+      "spool: {directory: \"" + (state.path() / "spool").string() + "\", memory_max_bytes: 1KiB}\n";
+  long long spooled = 0;
+  {
+    // No database: every fetch (more than 1 KiB each) goes to the spool.
+    test::daemon_process d(
+        "database: {conninfo: \"host=127.0.0.1 port=9 dbname=none "
+        "connect_timeout=1\"}\n" +
+        eps.yaml() + spool);
+    REQUIRE(test::eventually([&] { return test::spool_files(state.path() / "spool") >= 9; }, 30s));
+    d.stop_cleanly();
+    spooled = test::spool_files(state.path() / "spool");
+  }
+  // Partitions from this second on only: the spooled fetches are older.
+  REQUIRE(migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1s"}).exit_code == 0);
+  const long long made_at_migrate = partitions_of(db).size();
+  test::daemon_process again(test::database_yaml(db) + "endpoints:\n  - {name: other, url: \"" +
+                             eps.server.url("/stats?other") + "\", interval: 1h}\n" + spool);
+  auto stored = [&] {
+    long long n = 0;
+    for (const auto& e : eps.all) n += test::fetches_of(db, e.url);
+    return n;
+  };
+  CHECK(test::eventually([&] { return stored() == spooled; }, 30s));
+  again.stop_cleanly();
+  CHECK(stored() == spooled);
+  for (const auto& e : eps.all) CHECK(test::partial_fetches(db, e.url, e.rows) == 0);
+  const std::string log = again.log_text();
+  CHECK(test::lines_with(log, "commit failed") == 0);
+  // Partitions in the past, which only the commit path makes.
+  CHECK(test::lines_with(log, "partition created") >= 1);
+  CHECK(partitions_ending_by(db, -2) >= 1);
+  CHECK(static_cast<long long>(partitions_of(db).size()) > made_at_migrate);
 }

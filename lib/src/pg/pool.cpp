@@ -188,6 +188,46 @@ bool fetch_log_dropped(const std::vector<outcome<std::size_t>>& results) {
   });
 }
 
+std::string describe(const std::optional<timestamp>& bound, const char* none) {
+  return bound ? format_timestamp(*bound) : std::string(none);
+}
+
+// One partition created or dropped: its name and range [from, to).
+void emit_partition(pool::state& s, log::event_kind kind, const retention::partition& p) {
+  if (!s.events) return;
+  log::event e{kind, log::severity::info};
+  e.detail = "partition " + p.name + " of " + s.settings.table.display() + " [" +
+             describe(p.from, "MINVALUE") + ", " + describe(p.to, "MAXVALUE") + ")";
+  s.events(e);
+}
+
+// A partitioned table with no partition for some fetches' fetched_at (a
+// fetch spooled long ago, a clock far ahead): each one's partition is
+// created, and the fetch is committed again rather than dropped. If the
+// partition cannot be made, the fetch is retried later all the same (with
+// the reason in the warning): no fetch is lost for want of a partition.
+// Returns how many now have their partition (to be committed again at once).
+asio::awaitable<std::size_t> make_missing_partitions(pool::state& s, connection& conn,
+                                                     const std::vector<fetch_record>& batch,
+                                                     std::vector<outcome<std::size_t>>& results) {
+  std::size_t ready = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (results[i] || results[i].error().is_transient() ||
+        !no_partition_for_row(results[i].error()))
+      continue;
+    std::string why = results[i].error().message;
+    if (conn.is_idle()) {
+      auto made = co_await async_create_partition_for(conn, s.settings.table, batch[i].fetched_at,
+                                                      steady::now() + s.settings.statement_timeout);
+      if (made && *made) emit_partition(s, log::event_kind::partition_created, **made);
+      if (made) ++ready;
+      if (!made) why += "; creating its partition failed: " + made.error().message;
+    }
+    results[i] = failure::transient(why);
+  }
+  co_return ready;
+}
+
 asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
   std::optional<connection> conn;
   unsigned long opened_in = 0;  // s->generation when `conn` was opened
@@ -261,13 +301,16 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       for (auto& r : results)
         if (!r) r = failure::transient(r.error().message);
     }
+    const std::size_t partitioned = co_await make_missing_partitions(*s, *conn, batch, results);
     // Transient failures are committed again, first in line, in their order,
     // on this or the next connection: an idempotent commit makes a repeat
     // harmless even if one landed.
     std::optional<failure> transient;
+    std::size_t retried = 0;
     for (std::size_t i = batch.size(); i-- > 0;) {
       if (results[i] || !results[i].error().is_transient()) continue;
       transient = results[i].error();
+      ++retried;
       s->push_front(std::move(batch[i]));
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -278,7 +321,8 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
       if (s->done) s->done(batch[i], results[i]);
     }
     s->idle.cancel();
-    if (!transient) {
+    // Nothing went wrong but missing partitions, now made: again, at once.
+    if (!transient || (retried == partitioned && conn->is_idle())) {
       failures = 0;
       if (!conn->is_idle()) drop();
       continue;
@@ -359,19 +403,6 @@ void warn_upkeep(pool::state& s, const failure& problem, std::string what) {
   log::event e{log::event_kind::warning, log::severity::warning};
   e.error = problem.message;
   e.detail = std::move(what) + "; it is tried again at the next pass";
-  s.events(e);
-}
-
-std::string describe(const std::optional<timestamp>& bound, const char* none) {
-  return bound ? format_timestamp(*bound) : std::string(none);
-}
-
-// One partition created or dropped: its name and range [from, to).
-void emit_partition(pool::state& s, log::event_kind kind, const retention::partition& p) {
-  if (!s.events) return;
-  log::event e{kind, log::severity::info};
-  e.detail = "partition " + p.name + " of " + s.settings.table.display() + " [" +
-             describe(p.from, "MINVALUE") + ", " + describe(p.to, "MAXVALUE") + ")";
   s.events(e);
 }
 
