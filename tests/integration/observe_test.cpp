@@ -49,20 +49,6 @@ namespace {
 
 // --- sockets and plain HTTP ----------------------------------------------------
 
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof a;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &size) == 0;
-  ::close(fd);
-  REQUIRE(ok);
-  return ntohs(a.sin_port);
-}
-
 // A TCP connection to 127.0.0.1:port, or -1. Connecting waits at most 2 s
 // (SO_SNDTIMEO bounds connect(2) on Linux).
 int connect_to(std::uint16_t port) {
@@ -173,7 +159,7 @@ class observed_daemon {
   explicit observed_daemon(const std::string& yaml, const std::string& metrics_keys = "",
                            const status_probe& probe = plain_status) {
     for (int attempt = 0; attempt < 5; ++attempt) {
-      port_ = free_port();
+      port_ = test::free_port();
       daemon_ = std::make_unique<test::daemon_process>(
           yaml + "metrics:\n  listen: \"127.0.0.1:" + std::to_string(port_) + "\"\n" +
           metrics_keys);
@@ -249,7 +235,7 @@ class prometheus_server {
                        target + "\"]}]\n");
     const std::string data = (dir_.path() / "data").string();
     for (int attempt = 0; attempt < 5; ++attempt) {
-      port_ = free_port();
+      port_ = test::free_port();
       log_ = dir_.path() / ("prometheus-" + std::to_string(attempt) + ".log");
       process_ = std::make_unique<test::child>(
           std::vector<std::string>{program("prometheus"), "--config.file=" + config.string(),
@@ -742,7 +728,7 @@ TEST_CASE(
   const std::string endpoint = "endpoints:\n  - {name: a, url: \"" + server.url("/stats") + "\"}\n";
   // Nothing listens there: a database that is down.
   const std::string no_database =
-      "database: {conninfo: \"host=127.0.0.1 port=" + std::to_string(free_port()) +
+      "database: {conninfo: \"host=127.0.0.1 port=" + std::to_string(test::free_port()) +
       " dbname=none connect_timeout=2\", pool_size: 1}\n";
 
   {

@@ -305,23 +305,23 @@ long long number(const test::scratch_database& db, const std::string& sql) {
   return std::stoll(db.query(sql)[0][0]);
 }
 
-// Partitions whose range ends at or before `bound` seconds from now (negative:
-// in the past), and those that start at or after it.
-long long partitions_ending_by(const test::scratch_database& db, double seconds_from_now) {
+// Partitions whose bound (`FROM` or `TO`) compares with `op` to now plus
+// `seconds` (negative: in the past).
+long long partitions_where(const test::scratch_database& db, const std::string& bound,
+                           const std::string& op, double seconds) {
   return number(db,
                 "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,"
-                " substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']*)''\\)') b"
-                " WHERE i.inhparent = 'gatherstats_statistic'::regclass AND b::timestamptz <="
-                " now() + interval '" +
-                    std::to_string(seconds_from_now) + " seconds'");
+                " substring(pg_get_expr(c.relpartbound, c.oid) FROM '" +
+                    bound +
+                    " \\(''([^'']*)''\\)') b"
+                    " WHERE i.inhparent = 'gatherstats_statistic'::regclass AND b::timestamptz " +
+                    op + " now() + interval '" + std::to_string(seconds) + " seconds'");
 }
-long long partitions_starting_from(const test::scratch_database& db, double seconds_from_now) {
-  return number(db,
-                "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,"
-                " substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \\(''([^'']*)''\\)') b"
-                " WHERE i.inhparent = 'gatherstats_statistic'::regclass AND b::timestamptz >="
-                " now() + interval '" +
-                    std::to_string(seconds_from_now) + " seconds'");
+long long partitions_ending_by(const test::scratch_database& db, double seconds) {
+  return partitions_where(db, "TO", "<=", seconds);
+}
+long long partitions_starting_from(const test::scratch_database& db, double seconds) {
+  return partitions_where(db, "FROM", ">=", seconds);
 }
 
 }  // namespace

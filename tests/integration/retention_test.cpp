@@ -71,20 +71,6 @@ asio::awaitable<std::vector<std::size_t>> delete_all(std::string conninfo, times
   co_return out;
 }
 
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof a;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &size) == 0;
-  ::close(fd);
-  REQUIRE(ok);
-  return ntohs(a.sin_port);
-}
-
 // A GET of the daemon's listener: the body, or the error.
 std::string get(const std::string& url) {
   return test::run_async([](std::string u) -> asio::awaitable<std::string> {
@@ -117,7 +103,7 @@ void check_daemon_removes_old_rows(bool original) {
   std::unique_ptr<test::daemon_process> d;
   std::uint16_t port = 0;
   for (int attempt = 0; attempt < 5 && !d; ++attempt) {
-    port = free_port();
+    port = test::free_port();
     d = std::make_unique<test::daemon_process>(
         test::database_yaml(db) + "  retention: 1h\nendpoints:\n  - {name: good, url: \"" + url +
         "\", interval: 1s}\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(port) + "\"\n");

@@ -25,6 +25,20 @@ std::string read_text_file(const std::filesystem::path& p) {
   return s.str();
 }
 
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof a;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &size) == 0;
+  ::close(fd);
+  REQUIRE(ok);
+  return ntohs(a.sin_port);
+}
+
 std::string database_yaml(const scratch_database& db) {
   return "database:\n  conninfo: \"" + db.conninfo() + "\"\n  pool_size: 2\n";
 }

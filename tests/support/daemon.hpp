@@ -31,6 +31,9 @@ bool eventually(Condition condition, std::chrono::milliseconds within) {
 
 std::string read_text_file(const std::filesystem::path& p);
 
+// A TCP port of 127.0.0.1 that was free a moment ago (bound, then closed).
+std::uint16_t free_port();
+
 // The `database:` section for `db`, pool_size 2.
 std::string database_yaml(const scratch_database& db);
 
