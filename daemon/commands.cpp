@@ -289,6 +289,10 @@ void print_partitioned(const migrate_options& o, const pg::partitioned_migration
               << pg::format_timestamp(*done.first_partition_to) << "), then one partition per "
               << interval << " from " << partition_list(done.partitions_created)
               << "; checking the bound took " << milliseconds_text(done.validate_time)
+              << (done.index_time.count() > 0
+                      ? ", building the unique index in the order (endpoint, fetched_at, key) " +
+                            milliseconds_text(done.index_time)
+                      : std::string())
               << " (writes went on), the switch held the table's lock for "
               << milliseconds_text(done.lock_held) << "\n";
   if (done.already)

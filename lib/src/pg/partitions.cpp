@@ -20,6 +20,10 @@ constexpr std::string_view ddl_lock_timeout = "SET LOCAL lock_timeout = '5s'";
 // Partition names: "_p" + YYYYMMDD_HHMMSS is 17 bytes at most.
 constexpr std::size_t partition_suffix_bytes = 17;
 constexpr std::size_t max_identifier_bytes = 63;
+// The unique key's columns on a partitioned table: a fetch's rows side by
+// side in the index (docs/performance.md, "The layouts").
+constexpr std::string_view unique_key = "endpoint, fetched_at, key";
+constexpr std::string_view unique_suffix = "_endpoint_fetched_at_key_key";
 // Serialises concurrent `migrate` runs (the constant async_migrate uses).
 constexpr std::string_view migrate_lock_key = "7366537716386762068";
 
@@ -253,9 +257,9 @@ std::string create_partitioned_sql(const std::string& parent, const std::string&
          " numeric_value double precision NOT NULL,"
          " fetched_at timestamp with time zone NOT NULL,"
          " CONSTRAINT " +
-         unique +
-         " UNIQUE (endpoint, key, fetched_at)) PARTITION BY RANGE (fetched_at); ALTER SEQUENCE " +
-         sequence + " OWNED BY " + parent + ".id";
+         unique + " UNIQUE (" + std::string(unique_key) +
+         ")) PARTITION BY RANGE (fetched_at); ALTER SEQUENCE " + sequence + " OWNED BY " + parent +
+         ".id";
 }
 
 // "<name><suffix>", or the suffix alone past PostgreSQL's identifier length.
@@ -330,10 +334,12 @@ asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const 
 
   // 1. The CHECK that lets ATTACH skip its scan: added NOT VALID (a moment's
   //    lock, no scan), then validated under a lock that lets inserts go on.
+  //    (One left by an attempt that failed is replaced.)
   auto added = co_await in_transaction(conn,
                                        std::string(ddl_lock_timeout) + "; ALTER TABLE " + parent +
-                                           " ADD CONSTRAINT " + check + " CHECK (fetched_at < " +
-                                           literal(bound) + ") NOT VALID",
+                                           " DROP CONSTRAINT IF EXISTS " + check +
+                                           "; ALTER TABLE " + parent + " ADD CONSTRAINT " + check +
+                                           " CHECK (fetched_at < " + literal(bound) + ") NOT VALID",
                                        until);
   if (!added) co_return added.error();
   const auto validating = steady::now();
@@ -342,7 +348,25 @@ asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const 
   if (!valid) co_return valid.error();
   out.validate_time = std::chrono::duration_cast<microseconds>(steady::now() - validating);
 
-  // 2. The swap, in one transaction under the table's lock.
+  // 2. The unique index in the partitioned table's column order, built
+  //    beside the old one without blocking writes, unless it is that
+  //    already (one left invalid by an attempt that failed goes first).
+  const std::string first_unique = derived(out.first_partition, unique_suffix);
+  const bool reorder = unique_columns != unique_key;
+  if (reorder) {
+    const auto building = steady::now();
+    const std::string index = l.of(first_unique);
+    auto dropped = co_await conn.async_exec("DROP INDEX CONCURRENTLY IF EXISTS " + index, until);
+    if (!dropped) co_return dropped.error();
+    auto built = co_await conn.async_exec("CREATE UNIQUE INDEX CONCURRENTLY " +
+                                              quote_identifier(first_unique) + " ON " + parent +
+                                              " (" + std::string(unique_key) + ")",
+                                          until);
+    if (!built) co_return built.error();
+    out.index_time = std::chrono::duration_cast<microseconds>(steady::now() - building);
+  }
+
+  // 3. The swap, in one transaction under the table's lock.
   auto begun = co_await conn.async_exec(
       "BEGIN; " + std::string(ddl_lock_timeout) + "; SELECT pg_advisory_xact_lock(" +
           std::string(migrate_lock_key) + "); LOCK TABLE " + parent + " IN ACCESS EXCLUSIVE MODE",
@@ -377,8 +401,15 @@ asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const 
     sql += "CREATE SEQUENCE " + sequence + " AS " + type + " START " + next_id + "; ";
   }
   sql += "ALTER TABLE " + parent + " RENAME TO " + quote_identifier(out.first_partition) + "; ";
-  sql += "ALTER TABLE " + first + " RENAME CONSTRAINT " + quote_identifier(old_unique) + " TO " +
-         quote_identifier(derived(out.first_partition, "_endpoint_key_fetched_at_key")) + "; ";
+  // The old unique key makes way for the one in the new order (its index
+  // dropped: a moment, whatever its size), or is renamed with the table.
+  if (reorder)
+    sql += "ALTER TABLE " + first + " DROP CONSTRAINT " + quote_identifier(old_unique) +
+           "; ALTER TABLE " + first + " ADD CONSTRAINT " + quote_identifier(first_unique) +
+           " UNIQUE USING INDEX " + quote_identifier(first_unique) + "; ";
+  else
+    sql += "ALTER TABLE " + first + " RENAME CONSTRAINT " + quote_identifier(old_unique) + " TO " +
+           quote_identifier(first_unique) + "; ";
   sql += "CREATE TABLE " + parent + " (LIKE " + first +
          " INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION) PARTITION BY RANGE "
          "(fetched_at); ";
@@ -386,8 +417,8 @@ asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const 
     sql += "ALTER TABLE " + parent + " ALTER COLUMN id SET DEFAULT nextval('" + sequence +
            "'::regclass); ALTER SEQUENCE " + sequence + " OWNED BY " + parent + ".id; ";
   sql += "ALTER TABLE " + parent + " ADD CONSTRAINT " +
-         quote_identifier(derived(l.name, "_endpoint_key_fetched_at_key")) + " UNIQUE (" +
-         unique_columns + "); ";
+         quote_identifier(derived(l.name, unique_suffix)) + " UNIQUE (" + std::string(unique_key) +
+         "); ";
   sql += "ALTER TABLE " + parent + " ATTACH PARTITION " + first +
          " FOR VALUES FROM (MINVALUE) TO (" + literal(bound) + "); ";
   sql += "ALTER TABLE " + first + " DROP CONSTRAINT " + check;
@@ -471,9 +502,8 @@ asio::awaitable<outcome<partitioned_migration>> async_migrate_partitioned(connec
   fresh.name = table.name();
   fresh.partitioned = true;
   auto made = co_await conn.async_exec(
-      create_partitioned_sql(
-          fresh.parent(), fresh.of(derived(table.name(), "_id_seq")),
-          quote_identifier(derived(table.name(), "_endpoint_key_fetched_at_key"))),
+      create_partitioned_sql(fresh.parent(), fresh.of(derived(table.name(), "_id_seq")),
+                             quote_identifier(derived(table.name(), unique_suffix))),
       until);
   if (!made) co_return co_await fail_rollback(conn, made.error(), until);
   auto parts = co_await create_due(conn, fresh, interval, now_utc(), until);

@@ -76,17 +76,23 @@ struct partitioned_migration {
   std::string first_partition;                  // converted: what the old table is now called
   std::optional<timestamp> first_partition_to;  // converted: its upper bound
   std::chrono::microseconds validate_time{0};   // converted: the CHECK's VALIDATE (no lock)
-  std::chrono::microseconds lock_held{0};       // converted: the swap, under its lock
+  std::chrono::microseconds index_time{
+      0};                                  // converted: the unique index in the new order (no lock)
+  std::chrono::microseconds lock_held{0};  // converted: the swap, under its lock
   std::vector<retention::partition> partitions_created;
 };
 
 // Makes `table` partitioned by range of fetched_at in `interval` steps:
-// - missing: creates it (the columns and unique key of the plain layout; id
-//   from a sequence, as PostgreSQL 15 has no identity on a partitioned
-//   table, and no primary key, which would have to include fetched_at) with
-//   the partitions of the current interval and those ahead;
+// - missing: creates it (the columns of the plain layout and its unique key,
+//   with the columns in the order (endpoint, fetched_at, key): a fetch's
+//   rows side by side in the index; id from a sequence, as PostgreSQL 15 has
+//   no identity on a partitioned table, and no primary key, which would have
+//   to include fetched_at) with the partitions of the current interval and
+//   those ahead;
 // - plain: converts it, copying no row: a CHECK (fetched_at < bound) added
-//   NOT VALID, validated (inserts go on), then one short transaction
+//   NOT VALID, validated (inserts go on), the unique index built in the new
+//   column order (CREATE INDEX CONCURRENTLY: inserts go on) unless it is in
+//   that order already, then one short transaction
 //   renames the table to its first partition (FROM MINVALUE TO the bound,
 //   at least one interval and an hour ahead), creates the partitioned table
 //   under the old name with the same columns, privileges and id sequence
