@@ -247,10 +247,13 @@ static void check_converted(const test::scratch_database& db, const test::run_re
   REQUIRE(parts.size() == 2);
   CHECK_THAT(parts[0],
              Catch::StartsWith("gatherstats_statistic_p00000000 FOR VALUES FROM (MINVALUE) TO ("));
-  // One unique key, in the partitioned table's column order, on both.
+  // The unique key in the partitioned table's column order, on both; the
+  // first partition keeps its old one until its range has passed.
   const std::vector<std::string> efk{"UNIQUE (endpoint, fetched_at, key)"};
   CHECK(unique_key_of(db, "gatherstats_statistic") == efk);
-  CHECK(unique_key_of(db, "gatherstats_statistic_p00000000") == efk);
+  CHECK(unique_key_of(db, "gatherstats_statistic_p00000000") ==
+        std::vector<std::string>{"UNIQUE (endpoint, fetched_at, key)",
+                                 "UNIQUE (endpoint, key, fetched_at)"});
   CHECK_THAT(r.out, Catch::Contains("building the unique index in the order (endpoint, "
                                     "fetched_at, key) "));
   // The id goes on from where it was, in the type it had.
@@ -268,6 +271,24 @@ static void check_converted(const test::scratch_database& db, const test::run_re
   auto stored = test::run_async(commit(db.conninfo(), record_at(now_utc(), 150)));
   REQUIRE(stored.has_value());
   CHECK(*stored == 150);
+  // Upkeep before the first partition's bound leaves the old key; after
+  // it, drops it.
+  const auto bound = db.query(
+      "SELECT (extract(epoch FROM substring(pg_get_expr(relpartbound, oid)"
+      " FROM 'TO \\(''([^'']*)''\\)')::timestamptz) * 1000000)::bigint FROM pg_class"
+      " WHERE relname = 'gatherstats_statistic_p00000000'")[0][0];
+  const timestamp first_ends{microseconds(std::stoll(bound))};
+  auto early = test::run_async(keep(db.conninfo(), std::nullopt, first_ends - seconds(1)));
+  REQUIRE(early.has_value());
+  CHECK(early->retired_keys.empty());
+  auto late = test::run_async(keep(db.conninfo(), std::nullopt, first_ends));
+  REQUIRE(late.has_value());
+  INFO((late->problem ? late->problem->message : std::string()));
+  CHECK_FALSE(late->problem.has_value());
+  CHECK(late->retired_keys ==
+        std::vector<std::string>{"gatherstats_statistic_p00000000."
+                                 "gatherstats_statistic_p00000000_endpoint_key_fetched_at_key"});
+  CHECK(unique_key_of(db, "gatherstats_statistic_p00000000") == efk);
   // Converted once: a second run leaves it.
   auto again = migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"});
   REQUIRE(again.exit_code == 0);

@@ -193,6 +193,9 @@ std::string render_status_html(const daemon_status& s, timestamp now) {
   h += "<dt>Committed</dt><dd>" + std::to_string(db.committed) + " fetches, " +
        std::to_string(db.rows_committed) + " rows</dd>";
   h += "<dt>Refused</dt><dd>" + std::to_string(db.commit_failures) + " fetches</dd>";
+  h += "<dt>Retention</dt><dd>" + std::to_string(db.retention_deleted_rows) + " rows deleted, " +
+       std::to_string(db.retention_dropped_partitions) + " partitions dropped</dd>";
+  h += "<dt>Partitions</dt><dd>" + std::to_string(db.partitions_created) + " created</dd>";
   h += "</dl></section>\n";
 
   const auto& sp = s.spool;

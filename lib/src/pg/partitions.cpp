@@ -157,6 +157,44 @@ failure no_interval(const table_name& table) {
                             "`gatherstatsd migrate --partitioned` to create one");
 }
 
+// A converted table's first partition keeps its old unique key (in the
+// plain order) beside the partitioned table's until its range has passed:
+// then no commit writes to it any more, and the key is dropped (a lock on
+// that partition only, for the time its index file takes to go). Returns
+// "partition.constraint" for each key dropped.
+asio::awaitable<outcome<std::vector<std::string>>> retire_old_keys(connection& conn,
+                                                                   const table_name& table,
+                                                                   const layout& l, timestamp now,
+                                                                   deadline until) {
+  std::array<std::string, 1> name{table.quoted()};
+  auto found = co_await conn.async_query(
+      "SELECT c.relname, k.conname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+      "  JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'u' AND k.conparentid = 0"
+      "  JOIN pg_index x ON x.indexrelid = k.conindid"
+      " WHERE i.inhparent = to_regclass($1) AND x.indnkeyatts = 3 AND x.indpred IS NULL"
+      "   AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
+      "         WHERE a.attrelid = c.oid AND a.attnum = ANY(x.indkey::int2[]))"
+      "       = ARRAY['endpoint', 'fetched_at', 'key']"
+      " ORDER BY 1, 2",
+      name, until);
+  if (!found) co_return found.error();
+  std::vector<std::string> retired;
+  for (int r = 0; r < found->rows(); ++r) {
+    const std::string partition(found->get(r, 0)), key(found->get(r, 1));
+    auto p = std::find_if(l.partitions.begin(), l.partitions.end(),
+                          [&](const retention::partition& e) { return e.name == partition; });
+    if (p == l.partitions.end() || !p->to || *p->to > now) continue;
+    auto dropped =
+        co_await in_transaction(conn,
+                                std::string(ddl_lock_timeout) + "; ALTER TABLE " + l.of(partition) +
+                                    " DROP CONSTRAINT " + quote_identifier(key),
+                                until);
+    if (!dropped) co_return dropped.error();
+    retired.push_back(partition + "." + key);
+  }
+  co_return retired;
+}
+
 }  // namespace
 
 bool no_partition_for_row(const failure& f) {
@@ -206,6 +244,9 @@ asio::awaitable<partition_upkeep> async_keep_partitions(connection& conn, const 
     }
     out.dropped.push_back(p);
   }
+  auto retired = co_await retire_old_keys(conn, table, *l, now, until);
+  if (!retired && !out.problem) out.problem = retired.error();
+  if (retired) out.retired_keys = std::move(*retired);
   co_return out;
 }
 
@@ -401,10 +442,12 @@ asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const 
     sql += "CREATE SEQUENCE " + sequence + " AS " + type + " START " + next_id + "; ";
   }
   sql += "ALTER TABLE " + parent + " RENAME TO " + quote_identifier(out.first_partition) + "; ";
-  // The old unique key makes way for the one in the new order (its index
-  // dropped: a moment, whatever its size), or is renamed with the table.
+  // The old unique key stays beside the one in the new order until the
+  // partition's range has passed (the upkeep drops it then: dropping it
+  // here would hold the lock while its index file is removed, ~0.6 s a GB).
   if (reorder)
-    sql += "ALTER TABLE " + first + " DROP CONSTRAINT " + quote_identifier(old_unique) +
+    sql += "ALTER TABLE " + first + " RENAME CONSTRAINT " + quote_identifier(old_unique) + " TO " +
+           quote_identifier(derived(out.first_partition, "_endpoint_key_fetched_at_key")) +
            "; ALTER TABLE " + first + " ADD CONSTRAINT " + quote_identifier(first_unique) +
            " UNIQUE USING INDEX " + quote_identifier(first_unique) + "; ";
   else

@@ -42,6 +42,10 @@ async_list_partitions(connection& conn, const table_name& table, deadline until)
 struct partition_upkeep {
   std::vector<retention::partition> created;
   std::vector<retention::partition> dropped;
+  // A converted table's old unique key (in the plain column order), dropped
+  // from its first partition once that partition's range has passed:
+  // "partition.constraint".
+  std::vector<std::string> retired_keys;
   std::chrono::milliseconds next_pass{3'600'000};
   std::optional<failure> problem;
 };
@@ -92,7 +96,9 @@ struct partitioned_migration {
 // - plain: converts it, copying no row: a CHECK (fetched_at < bound) added
 //   NOT VALID, validated (inserts go on), the unique index built in the new
 //   column order (CREATE INDEX CONCURRENTLY: inserts go on) unless it is in
-//   that order already, then one short transaction
+//   that order already (the old unique key then stays on the first
+//   partition until its range has passed, when the upkeep drops it), then
+//   one short transaction
 //   renames the table to its first partition (FROM MINVALUE TO the bound,
 //   at least one interval and an hour ahead), creates the partitioned table
 //   under the old name with the same columns, privileges and id sequence
