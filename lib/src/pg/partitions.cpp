@@ -19,13 +19,10 @@ using steady = std::chrono::steady_clock;
 constexpr std::string_view ddl_lock_timeout = "SET LOCAL lock_timeout = '5s'";
 // Partition names: "_p" + YYYYMMDD_HHMMSS is 17 bytes at most.
 constexpr std::size_t partition_suffix_bytes = 17;
-constexpr std::size_t max_identifier_bytes = 63;
 // The unique key's columns on a partitioned table: a fetch's rows side by
 // side in the index (docs/performance.md, "The layouts").
 constexpr std::string_view unique_key = "endpoint, fetched_at, key";
 constexpr std::string_view unique_suffix = "_endpoint_fetched_at_key_key";
-// Serialises concurrent `migrate` runs (the constant async_migrate uses).
-constexpr std::string_view migrate_lock_key = "7366537716386762068";
 
 std::string qualified(std::string_view schema, std::string_view name) {
   return quote_identifier(schema) + "." + quote_identifier(name);

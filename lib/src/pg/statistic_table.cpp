@@ -22,11 +22,6 @@ namespace asio = boost::asio;
 namespace gatherstats::pg {
 namespace {
 
-// PostgreSQL truncates identifiers longer than this many bytes.
-constexpr std::size_t max_identifier_bytes = 63;
-// Serialises concurrent `migrate` runs (any constant shared by all of them).
-constexpr std::string_view migrate_lock_key = "7366537716386762068";
-
 
 // --- PostgreSQL's binary formats (network byte order) ----------------------
 

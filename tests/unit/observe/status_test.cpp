@@ -234,8 +234,8 @@ TEST_CASE("the status page escapes everything and lists failing endpoints first"
   CHECK(beta < gamma);
   CHECK(gamma < alpha);
   CHECK_THAT(html, Catch::Contains("1m 40s ago"));
-  CHECK_THAT(html, Catch::Contains(
-                       "<dt>Retention</dt><dd>12000 rows deleted, 3 partitions dropped</dd>"));
+  CHECK_THAT(
+      html, Catch::Contains("<dt>Retention</dt><dd>12000 rows deleted, 3 partitions dropped</dd>"));
   CHECK_THAT(html, Catch::Contains("<dt>Partitions</dt><dd>5 created</dd>"));
   // No external asset: nothing is loaded from elsewhere.
   CHECK(html.find("src=") == std::string::npos);

@@ -34,6 +34,12 @@ namespace gatherstats::pg {
 
 inline constexpr std::string_view default_table = "gatherstats_statistic";
 
+// PostgreSQL truncates identifiers longer than this many bytes.
+inline constexpr std::size_t max_identifier_bytes = 63;
+// Serialises concurrent `migrate` runs, as a transaction-level advisory
+// lock (any constant shared by all of them).
+inline constexpr std::string_view migrate_lock_key = "7366537716386762068";
+
 // "name" with any '"' doubled: an identifier for SQL text.
 std::string quote_identifier(std::string_view id);
 
