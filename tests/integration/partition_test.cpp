@@ -464,3 +464,34 @@ TEST_CASE("fetches spooled from before every partition are committed into partit
   CHECK(partitions_ending_by(db, -2) >= 1);
   CHECK(static_cast<long long>(partitions_of(db).size()) > made_at_migrate);
 }
+
+TEST_CASE("a conversion that fails leaves the plain table as it was, without its CHECK",
+          "[pg][partition]") {
+  test::scratch_database db;
+  db.migrate();
+  fill(db, 1'000);
+  // A table already named like the partition the switch creates after the
+  // first one: the switch fails, after the CHECK was added and validated
+  // and the index built. (Both hours, in case one begins meanwhile.)
+  const auto bound = retention::interval_of(now_utc() + hours(1), hours(1)).to;
+  for (auto t : {bound, bound + hours(1)})
+    db.exec("CREATE TABLE " +
+            retention::partition_name("gatherstats_statistic", t,
+                                      duration_cast<milliseconds>(hours(1))) +
+            " (x int)");
+  auto r = migrate(db.conninfo(), {"--partitioned", "--partition-interval", "1h"});
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Catch::Contains("already exists"));
+  CHECK(relkind(db, "gatherstats_statistic") == "r");
+  CHECK(db.count() == 1'000);
+  // Nothing it added remains: no CHECK that would refuse rows from its
+  // bound on, no second unique index.
+  CHECK(db.query("SELECT count(*) FROM pg_constraint"
+                 " WHERE conrelid = 'gatherstats_statistic'::regclass AND contype = 'c'")[0][0] ==
+        "0");
+  CHECK(db.query("SELECT count(*) FROM pg_index"
+                 " WHERE indrelid = 'gatherstats_statistic'::regclass")[0][0] == "2");
+  db.exec(
+      "INSERT INTO gatherstats_statistic (endpoint, key, numeric_value, fetched_at)"
+      " VALUES ('http://later.invalid/', 'a', 1, now() + interval '30 days')");
+}

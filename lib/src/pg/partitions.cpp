@@ -99,7 +99,9 @@ asio::awaitable<outcome<void>> in_transaction(connection& conn, const std::strin
   auto done = co_await conn.async_exec("BEGIN; " + sql + "; COMMIT", until);
   if (done) co_return outcome<void>{};
   failure f = done.error();
-  if (conn.is_idle()) co_await conn.async_exec("ROLLBACK", until);
+  // INERROR or INTRANS after a failed statement; on a lost connection this
+  // fails too, and the connection is not used again.
+  co_await conn.async_exec("ROLLBACK", until);
   co_return f;
 }
 
@@ -308,14 +310,19 @@ std::string derived(std::string_view name, std::string_view suffix) {
 }
 
 asio::awaitable<failure> fail_rollback(connection& conn, failure f, deadline until) {
-  if (conn.is_idle()) co_await conn.async_exec("ROLLBACK", until);
+  // INERROR or INTRANS after a failed statement; on a lost connection this
+  // fails too, and the connection is not used again.
+  co_await conn.async_exec("ROLLBACK", until);
   co_return f;
 }
 
-// The conversion of a plain table (see async_migrate_partitioned).
-asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const table_name& table,
-                                                        const layout& l, milliseconds interval,
-                                                        deadline until) {
+// The conversion of a plain table (see async_migrate_partitioned), without
+// the clean-up of a failure (convert).
+asio::awaitable<outcome<partitioned_migration>> convert_steps(connection& conn,
+                                                              const table_name& table,
+                                                              const layout& l,
+                                                              milliseconds interval,
+                                                              deadline until) {
   partitioned_migration out;
   out.converted = true;
   auto checked = co_await async_check_schema(conn, table, until);
@@ -498,6 +505,38 @@ asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const 
   out.lock_held = std::chrono::duration_cast<microseconds>(steady::now() - locked);
   out.partitions_created.push_back(std::move(next));
   co_return out;
+}
+
+// A conversion that failed leaves the table plain, and takes back what it
+// added: the CHECK, which would refuse every row from its bound on, and the
+// index in the new order, which costs every insert. If that cannot be done
+// (the connection lost), the error says what remains.
+asio::awaitable<outcome<partitioned_migration>> convert(connection& conn, const table_name& table,
+                                                        const layout& l, milliseconds interval,
+                                                        deadline until) {
+  auto done = co_await convert_steps(conn, table, l, interval, until);
+  if (done) co_return done;
+  const std::string check = quote_identifier(derived(l.name, "_fetched_at_bound"));
+  const std::string index = l.of(derived(derived(l.name, "_p00000000"), unique_suffix));
+  failure f = done.error();
+  if (conn.is_idle()) {
+    // On a converted table (a COMMIT whose answer was lost) neither is
+    // there any more: the CHECK went in the switch, the index is the
+    // partition's unique key, which DROP INDEX refuses to drop.
+    auto unchecked = co_await in_transaction(conn,
+                                             std::string(ddl_lock_timeout) + "; ALTER TABLE " +
+                                                 l.parent() + " DROP CONSTRAINT IF EXISTS " + check,
+                                             until);
+    if (unchecked) {
+      co_await conn.async_exec("DROP INDEX CONCURRENTLY IF EXISTS " + index, until);
+      co_return f;
+    }
+  }
+  f.message +=
+      "; the constraint " + check + " this run added may remain on " + table.display() +
+      ", and would refuse rows from its bound on: run `gatherstatsd migrate --partitioned` "
+      "again, or drop it with ALTER TABLE ... DROP CONSTRAINT";
+  co_return f;
 }
 
 }  // namespace
