@@ -22,7 +22,6 @@ namespace asio = boost::asio;
 namespace gatherstats::pg {
 namespace {
 
-
 // --- PostgreSQL's binary formats (network byte order) ----------------------
 
 // Type OIDs (pg_type.dat), fixed since forever.
