@@ -170,11 +170,8 @@ asio::awaitable<outcome<std::vector<std::string>>> retire_old_keys(connection& c
       "SELECT c.relname, k.conname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
       "  JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'u' AND k.conparentid = 0"
       "  JOIN pg_index x ON x.indexrelid = k.conindid"
-      " WHERE i.inhparent = to_regclass($1) AND x.indnkeyatts = 3 AND x.indpred IS NULL"
-      "   AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
-      "         WHERE a.attrelid = c.oid AND a.attnum = ANY(x.indkey::int2[]))"
-      "       = ARRAY['endpoint', 'fetched_at', 'key']"
-      " ORDER BY 1, 2",
+      " WHERE i.inhparent = to_regclass($1) AND " +
+          is_statistics_key("x") + " ORDER BY 1, 2",
       name, until);
   if (!found) co_return found.error();
   std::vector<std::string> retired;
@@ -344,12 +341,8 @@ asio::awaitable<outcome<partitioned_migration>> convert_steps(connection& conn,
       "                         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.attnum)"
       "                        AS columns"
       "      FROM pg_constraint k JOIN pg_index i ON i.indexrelid = k.conindid"
-      "     WHERE k.conrelid = t.oid AND k.contype IN ('u', 'p') AND i.indnkeyatts = 3"
-      "       AND i.indpred IS NULL AND i.indexprs IS NULL"
-      "       AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
-      "             WHERE a.attrelid = t.oid AND a.attnum = ANY(i.indkey::int2[]))"
-      "           = ARRAY['endpoint', 'fetched_at', 'key']"
-      "     ORDER BY k.contype DESC LIMIT 1) u ON true",
+      "     WHERE k.conrelid = t.oid AND k.contype IN ('u', 'p') AND " +
+          is_statistics_key("i") + " ORDER BY k.contype DESC LIMIT 1) u ON true",
       name, until);
   if (!about) co_return about.error();
   const std::string where = "cannot convert " + table.display() + " to the partitioned layout: ";

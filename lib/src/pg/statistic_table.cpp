@@ -429,6 +429,15 @@ std::string quote_identifier(std::string_view id) {
   return out;
 }
 
+std::string is_statistics_key(std::string_view index) {
+  const std::string i(index);
+  return i + ".indnkeyatts = 3 AND " + i + ".indpred IS NULL AND " + i +
+         ".indexprs IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname)"
+         " FROM pg_attribute a WHERE a.attrelid = " +
+         i + ".indrelid AND a.attnum = ANY(" + i +
+         ".indkey::int2[])) = ARRAY['endpoint', 'fetched_at', 'key']";
+}
+
 outcome<table_name> table_name::parse(std::string_view text) {
   table_name t;
   auto dot = text.find('.');
@@ -552,16 +561,14 @@ asio::awaitable<outcome<std::vector<redundant_index>>> async_find_redundant_inde
       "   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = r.indexrelid)"
       "   AND EXISTS (SELECT 1 FROM pg_index u JOIN pg_class uc ON uc.oid = u.indexrelid"
       "        WHERE u.indrelid = r.indrelid AND u.indisunique AND u.indisvalid"
-      "          AND uc.relam = c.relam AND u.indpred IS NULL AND u.indexprs IS NULL"
-      "          AND u.indnkeyatts = 3"
-      "          AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
-      "               WHERE a.attrelid = u.indrelid AND a.attnum = ANY(u.indkey::int2[]))"
-      "              = ARRAY['endpoint', 'fetched_at', 'key']"
-      "          AND NOT EXISTS (SELECT 1 FROM generate_series(0, r.indnkeyatts - 1) AS p(k)"
-      "               WHERE r.indkey[p.k] <> u.indkey[p.k] OR r.indclass[p.k] <> u.indclass[p.k]"
-      "                  OR r.indcollation[p.k] <> u.indcollation[p.k]"
-      "                  OR r.indoption[p.k] <> u.indoption[p.k]))"
-      " ORDER BY 1",
+      "          AND uc.relam = c.relam AND " +
+          is_statistics_key("u") +
+          "          AND NOT EXISTS (SELECT 1 FROM generate_series(0, r.indnkeyatts - 1) AS p(k)"
+          "               WHERE r.indkey[p.k] <> u.indkey[p.k] OR r.indclass[p.k] <> "
+          "u.indclass[p.k]"
+          "                  OR r.indcollation[p.k] <> u.indcollation[p.k]"
+          "                  OR r.indoption[p.k] <> u.indoption[p.k]))"
+          " ORDER BY 1",
       name, until);
   if (!found) co_return found.error();
   std::vector<redundant_index> out;
@@ -629,11 +636,8 @@ asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_
 
   auto unique = co_await conn.async_query(
       "SELECT count(*) FROM pg_index i"
-      " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL"
-      "   AND i.indexprs IS NULL AND i.indnkeyatts = 3"
-      "   AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
-      "        WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[]))"
-      "       = ARRAY['endpoint', 'fetched_at', 'key']",
+      " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND " +
+          is_statistics_key("i"),
       name, until);
   if (!unique) co_return unique.error();
   if (unique->get(0, 0) == "0")

@@ -43,6 +43,11 @@ inline constexpr std::string_view migrate_lock_key = "7366537716386762068";
 // "name" with any '"' doubled: an identifier for SQL text.
 std::string quote_identifier(std::string_view id);
 
+// SQL condition: the pg_index row `index` (an alias) is a key on exactly
+// the columns endpoint, key and fetched_at, in any order, with no predicate
+// and no expression: the unique key every commit relies on.
+std::string is_statistics_key(std::string_view index);
+
 // A table name, optionally schema-qualified ("stats.gatherstats_statistic").
 class table_name {
  public:
