@@ -93,6 +93,18 @@ const char* kind_field(event_kind kind) {
       return "partition_created";
     case event_kind::partition_dropped:
       return "partition_dropped";
+    case event_kind::member_joined:
+      return "member_joined";
+    case event_kind::member_left:
+      return "member_left";
+    case event_kind::share_changed:
+      return "share_changed";
+    case event_kind::lease_lost:
+      return "lease_lost";
+    case event_kind::lease_renewed:
+      return "lease_renewed";
+    case event_kind::tick_fenced:
+      return "tick_fenced";
   }
   return "event";
 }
@@ -254,6 +266,18 @@ const char* message_id(event_kind kind) {
       return "ff16e90388004a6aba1d375ed8d69751";
     case event_kind::partition_dropped:
       return "c07dad77ac3a47cfb3d3144076f0f55c";
+    case event_kind::member_joined:
+      return "322f8831fabc418fa9244fb414a6ce91";
+    case event_kind::member_left:
+      return "221cfc14100e4467a65d32a937064065";
+    case event_kind::share_changed:
+      return "71083d871d3243acada7673b95b98eb2";
+    case event_kind::lease_lost:
+      return "746bd27f59fb4ad89f6f346f66ecc970";
+    case event_kind::lease_renewed:
+      return "e309cc296264404a9feda331b2a92322";
+    case event_kind::tick_fenced:
+      return "ae6c9c1d6f514b10ae63c49810c8ed7a";
   }
   return "ccd200219c684a7482ece36e48fcf31d";
 }

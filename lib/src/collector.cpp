@@ -74,6 +74,18 @@ const char* log::to_string(event_kind kind) {
       return "partition created";
     case event_kind::partition_dropped:
       return "partition dropped";
+    case event_kind::member_joined:
+      return "member joined";
+    case event_kind::member_left:
+      return "member left";
+    case event_kind::share_changed:
+      return "share changed";
+    case event_kind::lease_lost:
+      return "lease lost";
+    case event_kind::lease_renewed:
+      return "lease renewed";
+    case event_kind::tick_fenced:
+      return "tick fenced";
   }
   return "event";
 }

@@ -36,6 +36,12 @@ struct collector_status {
   std::uint64_t committed = 0;  // fetches committed since start
   std::uint64_t skipped = 0;    // ticks skipped since start (the previous fetch still ran)
   bool spool_usable = true;     // false: no spool, or its last write failed
+  // In a cluster: its name, the live members, this member's endpoints
+  // (`endpoints` is then its share) and whether its lease is valid.
+  std::string cluster;
+  std::size_t members = 0;
+  std::size_t endpoints_total = 0;
+  bool lease_valid = false;
   std::chrono::steady_clock::time_point last_commit{};
 };
 

@@ -159,8 +159,8 @@ struct field_marks {
 };
 
 const std::vector<std::string_view> top_keys = {
-    "database",      "defaults", "endpoints", "spool", "metrics", "max_concurrent_fetches",
-    "shutdown_grace"};
+    "database",       "defaults", "endpoints", "spool", "metrics", "max_concurrent_fetches",
+    "shutdown_grace", "cluster"};
 const std::vector<std::string_view> database_keys = {
     "conninfo",  "pool_size",           "table",    "connect_timeout", "statement_timeout",
     "fetch_log", "fetch_log_retention", "retention"};
@@ -175,9 +175,19 @@ const std::vector<std::string_view> tls_keys = {"ca_file", "cert_file", "key_fil
                                                 "insecure_skip_verify"};
 const std::vector<std::string_view> spool_keys = {"directory", "max_bytes", "memory_max_bytes",
                                                   "memory_max_wait", "when_full"};
+const std::vector<std::string_view> cluster_keys = {"name", "member", "lease", "replicas",
+                                                    "notify"};
 const std::vector<std::string_view> metrics_keys = {
     "listen", "cert_file", "key_file", "client_ca_file", "basic_auth_users", "max_connections"};
 constexpr std::uint64_t max_listener_connections = 10'000;
+constexpr std::size_t max_cluster_name = 63;
+
+bool is_cluster_name(std::string_view s) {
+  return !s.empty() && s.size() <= max_cluster_name && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+  });
+}
 
 class config_reader {
  public:
@@ -212,6 +222,7 @@ class config_reader {
 
     if (auto* e = top->get("spool")) read_spool(*e, config.spool);
     if (auto* e = top->get("metrics")) read_metrics(*e, config.metrics);
+    if (auto* e = top->get("cluster")) read_cluster(*e, config);
     if (auto* e = top->get("max_concurrent_fetches")) {
       if (auto n = whole_number(*e, 1, 100'000)) config.max_concurrent_fetches = *n;
     }
@@ -501,6 +512,61 @@ class config_reader {
                                              {"stop_fetching", spool_full_policy::stop_fetching}}))
         spool.when_full = *p;
     }
+  }
+
+  // A cluster or member name: what PostgreSQL stores and the journal shows,
+  // so plain characters only.
+  bool check_cluster_name(const entry& e, const std::string& s) {
+    const bool ok = is_cluster_name(s);
+    if (!ok)
+      fail(e.value_at, quote(e.key) + " must be 1 to " + std::to_string(max_cluster_name) +
+                           " letters, digits, '.', '-' or '_', not " + quote(s));
+    return ok;
+  }
+
+  void read_cluster(const entry& section, daemon_config& config) {
+    auto m = open_map(section, cluster_keys);
+    if (!m) return;
+    cluster_config c;
+    c.member = host_name();
+    if (auto* e = m->get("name")) {
+      if (auto s = text(*e); s && check_cluster_name(*e, *s)) c.name = *s;
+    } else {
+      fail(m->at, "\"cluster\" needs \"name\": the members that share the endpoints");
+    }
+    if (auto* e = m->get("member")) {
+      if (auto s = text(*e); s && check_cluster_name(*e, *s)) c.member = *s;
+    } else if (c.member.empty()) {
+      fail(m->at, "\"cluster\" needs \"member\": the host name cannot be read or is not " +
+                      std::string("1 to 63 letters, digits, '.', '-' or '_'"));
+    }
+    if (auto* e = m->get("lease")) {
+      if (auto d = duration(*e)) {
+        if (*d < milliseconds(1'000) || *d > milliseconds(3'600'000))
+          fail(e->value_at, "\"lease\" must be between 1s and 1h, not " + text(*e).value_or(""));
+        else
+          c.lease = *d;
+      }
+    }
+    if (auto* e = m->get("replicas")) {
+      if (auto n = whole_number(*e, 1, 2)) c.replicas = static_cast<unsigned>(*n);
+    }
+    if (auto* e = m->get("notify")) {
+      if (auto b = boolean(*e)) c.notify = *b;
+    }
+    if (!config.database.fetch_log)
+      fail(section.key_at,
+           "\"cluster\" needs database.fetch_log: true: the fetch log's unique key on "
+           "(endpoint_name, tick) is the fence that stores each tick once");
+    config.cluster = std::move(c);
+  }
+
+  // The host name when it is a valid member name, else empty.
+  static std::string host_name() {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0) return {};
+    std::string s(buf);
+    return is_cluster_name(s) ? s : std::string();
   }
 
   void read_metrics(const entry& section, metrics_config& metrics) {

@@ -4,13 +4,17 @@
 
 namespace gatherstats::sched {
 
-milliseconds spread_offset(std::string_view name, milliseconds interval) {
-  // FNV-1a: stable across runs, builds and machines (std::hash is not).
+std::uint64_t stable_hash(std::string_view s) {
   std::uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : name) {
+  for (unsigned char c : s) {
     h ^= c;
     h *= 1099511628211ull;
   }
+  return h;
+}
+
+milliseconds spread_offset(std::string_view name, milliseconds interval) {
+  const std::uint64_t h = stable_hash(name);
   auto span = static_cast<std::uint64_t>(std::max<std::int64_t>(interval.count(), 1));
   return milliseconds(static_cast<std::int64_t>(h % span));
 }

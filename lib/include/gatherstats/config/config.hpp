@@ -101,11 +101,27 @@ struct metrics_config {
   bool operator==(const metrics_config&) const = default;
 };
 
+// Several daemons sharing one set of endpoints (docs/cluster.md): members
+// hold leases in the database, every member computes the same owners of
+// each endpoint from the live members, and each tick is stored once.
+struct cluster_config {
+  std::string name;            // the cluster: members with the same name share the endpoints
+  std::string member;          // this member's name, unique in the cluster (default: the host name)
+  milliseconds lease{10'000};  // a member silent this long is taken for dead
+  unsigned replicas = 1;       // members that fetch each endpoint: 1 or 2
+  // LISTEN for other members leaving and joining, on a connection of its
+  // own; false through PgBouncer in transaction pooling (no LISTEN there):
+  // changes are then seen at the next heartbeat.
+  bool notify = true;
+  bool operator==(const cluster_config&) const = default;
+};
+
 struct daemon_config {
   database_config database;
   std::vector<endpoint_config> endpoints;
   spool_config spool;
   metrics_config metrics;
+  std::optional<cluster_config> cluster;    // none: the daemon runs alone
   std::size_t max_concurrent_fetches = 64;  // across all endpoints
   milliseconds shutdown_grace{10'000};      // in-flight work allowed to finish on SIGTERM
   bool operator==(const daemon_config&) const = default;

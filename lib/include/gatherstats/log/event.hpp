@@ -37,6 +37,22 @@ enum class event_kind {
   // past the retention (detail: its name and range [from, to)).
   partition_created,
   partition_dropped,
+  // cluster: (docs/cluster.md), one event per change. A member appeared in
+  // the live members (this one when it joins; detail: who and the members),
+  // a member went (detail: left cleanly, or its lease expired).
+  member_joined,
+  member_left,
+  // This member's share of the endpoints changed (rows: how many it
+  // fetches now; detail: of how many, among which members).
+  share_changed,
+  // This member could not renew its lease within the lease time (the others
+  // take its share over; it goes on fetching its own into the spool), and
+  // renewed it again.
+  lease_lost,
+  lease_renewed,
+  // Debug: a fetch stored nothing because its tick was stored already (by
+  // another member, or by an earlier try of the same commit).
+  tick_fenced,
 };
 
 enum class severity { debug, info, notice, warning, error };

@@ -60,6 +60,11 @@ struct endpoint_status {
   std::uint64_t consecutive_failures = 0;
   std::array<std::uint64_t, fetch_reason_count> failures{};  // by fetch_reason
   std::string last_error;                                    // of the last failed fetch
+  // In a cluster: whether this member fetches the endpoint now, and the
+  // members that do (its owners, as this member computes them). Alone:
+  // owned, and no owners.
+  bool owned = true;
+  std::vector<std::string> owners;
 
   std::uint64_t failures_total() const;
   // Takes a fetch's outcome into account.
@@ -117,6 +122,34 @@ struct listener_status {
   std::uint64_t handshake_failures = 0;
 };
 
+// cluster: (docs/cluster.md): this member, the live members it sees, and
+// what its heartbeat has done.
+struct cluster_member_status {
+  std::string name;
+  std::size_t endpoints = 0;  // its share, as that member last reported it
+  std::optional<timestamp> joined;
+  std::optional<timestamp> lease_until;  // the database's clock
+  bool self = false;
+};
+
+struct cluster_status {
+  std::string name;
+  std::string member;
+  std::chrono::milliseconds lease{0};
+  unsigned replicas = 1;
+  // The last heartbeat renewed the lease less than a lease time ago.
+  bool lease_valid = false;
+  std::optional<timestamp> last_heartbeat;     // the last renewal that succeeded
+  std::vector<cluster_member_status> members;  // the live members, by name
+  std::size_t endpoints_owned = 0;             // fetched by this member
+  std::size_t endpoints_total = 0;             // configured
+  std::uint64_t heartbeats = 0;                // renewals that succeeded
+  std::uint64_t heartbeat_failures = 0;
+  std::uint64_t membership_changes = 0;  // member_joined and member_left events
+  std::uint64_t ticks_fenced = 0;        // fetches that stored nothing: tick stored already
+  std::string problem;                   // why the last heartbeat failed
+};
+
 struct daemon_status {
   std::string version;
   std::string revision;
@@ -131,6 +164,7 @@ struct daemon_status {
   histogram fetch_duration;
   database_status database;
   spool_status spool;
+  std::optional<cluster_status> cluster;    // in a cluster
   std::optional<listener_status> listener;  // when listening
 };
 

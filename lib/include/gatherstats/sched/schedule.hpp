@@ -13,6 +13,10 @@ namespace gatherstats::sched {
 using std::chrono::milliseconds;
 using steady_time = std::chrono::steady_clock::time_point;
 
+// FNV-1a of `s`: the same on every run, build and machine (std::hash is
+// not), so that every daemon derives the same numbers from the same names.
+std::uint64_t stable_hash(std::string_view s);
+
 // Where in [0, interval) an endpoint's ticks fall when it is not aligned: a
 // stable hash of its name, so endpoints spread out and a restart keeps each
 // one's phase.
