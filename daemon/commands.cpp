@@ -14,6 +14,7 @@
 #include "gatherstats/json/flatten.hpp"
 #include "gatherstats/pg/connection.hpp"
 #include "gatherstats/pg/fetch_log.hpp"
+#include "gatherstats/pg/member_table.hpp"
 #include "gatherstats/pg/partitions.hpp"
 #include "gatherstats/pg/statistic_table.hpp"
 
@@ -254,6 +255,9 @@ void print_migrated(const migrate_options& o, const pg::table_name& table,
     std::cout << "Created fetch log " << log << " and view " << view << "\n";
   else
     std::cout << "Fetch log " << log << " already exists; view " << view << " is up to date\n";
+  if (done.member_table)
+    std::cout << "Created member table " << pg::member_table(table).display()
+              << " (for cluster:)\n";
   if (o.drop_redundant_indexes) return;
   // Not the --database: it may hold a password.
   const std::string table_option = o.table == pg::default_table ? "" : " --table " + o.table;

@@ -3,6 +3,8 @@
 // what an old poller's last fetch submits.
 #include "gatherstats/collector.hpp"
 
+#include "gatherstats/cluster/assignment.hpp"
+#include "gatherstats/cluster/member.hpp"
 #include "gatherstats/http/redact.hpp"
 #include "gatherstats/io/blocking.hpp"
 #include "gatherstats/pg/pool.hpp"
@@ -140,6 +142,12 @@ struct collector::state {
   std::unique_ptr<pg::pool> pool;
   std::unique_ptr<sched::fetch_limiter> limiter;
   std::map<std::string, std::unique_ptr<sched::endpoint_poller>> pollers;
+  // cluster: this daemon as a member (docs/cluster.md), the live members it
+  // acts on, and how many endpoints it fetches of them.
+  std::unique_ptr<cluster::member> member;
+  std::vector<std::string> members;
+  std::optional<std::size_t> share;  // none until the first share was computed
+  std::uint64_t ticks_fenced = 0;
   std::uint64_t committed = 0;
   std::uint64_t commit_failures = 0;
   std::uint64_t dropped = 0;
@@ -577,6 +585,19 @@ struct collector::state {
       return;  // the pool reported it
     }
     if (!record.outcome.ok()) return;  // only its fetch log row: not a fetch committed
+    if (*result == 0 && !record.rows.empty() && pool && pool->fetch_log()) {
+      // Its tick was stored already (the fence): by another member, or by
+      // an earlier try of this commit whose answer was lost.
+      ++ticks_fenced;
+      log::event e{log::event_kind::tick_fenced, log::severity::debug};
+      e.endpoint = record.name;
+      e.url = http::redact_url(record.endpoint);
+      e.detail = "tick " + to_iso8601(record.outcome.tick) +
+                 " was stored already (by another member, or an earlier try of this commit): "
+                 "this fetch stored nothing";
+      emit(e);
+      return;
+    }
     ++committed;
     rows_committed += record.rows.size();
     last_commit = steady::now();
@@ -652,6 +673,69 @@ struct collector::state {
       return nullptr;
     }
     return poller;
+  }
+
+  // Whether this daemon fetches `ep`: always alone; in a cluster, when it
+  // is among the endpoint's owners for the members it acts on.
+  bool owns(const config::endpoint_config& ep) const {
+    if (!member || !current || !current->cluster) return true;
+    return cluster::owns(current->cluster->member, ep.name, members, current->cluster->replicas);
+  }
+
+  // Starts the pollers of the endpoints this daemon owns and stops the
+  // others (a stopped poller's fetch in flight still reaches the pool), then
+  // tells the members and the journal when the share changed.
+  void rebalance(std::shared_ptr<state> self) {
+    if (!current) return;
+    std::size_t owned = 0;
+    for (const auto& ep : current->endpoints) {
+      auto found = pollers.find(ep.name);
+      if (!owns(ep)) {
+        if (found == pollers.end()) continue;
+        endpoint_stats[ep.name].skipped_before += found->second->stats().skipped_ticks;
+        found->second->stop();
+        pollers.erase(found);
+        continue;
+      }
+      ++owned;
+      if (found != pollers.end()) continue;
+      auto poller = make_poller(ep, self);
+      if (!poller) continue;
+      poller->start();
+      pollers.emplace(ep.name, std::move(poller));
+    }
+    if (!member) return;
+    member->set_share(owned, current->endpoints.size());
+    if (share == owned) return;
+    share = owned;
+    log::event e{log::event_kind::share_changed, log::severity::notice};
+    e.rows = owned;
+    std::string names;
+    for (const auto& m : members) names += (names.empty() ? "" : ", ") + m;
+    e.detail = "member " + current->cluster->member + " fetches " + std::to_string(owned) +
+               " of " + std::to_string(current->endpoints.size()) + " endpoint(s); members: " +
+               names;
+    emit(e);
+  }
+
+  std::unique_ptr<cluster::member> make_member(const config::daemon_config& cfg,
+                                               std::shared_ptr<state> self) {
+    cluster::member_settings settings;
+    settings.conninfo = cfg.database.conninfo;
+    settings.table = cfg.database.table;
+    settings.cluster = *cfg.cluster;
+    settings.connect_timeout = cfg.database.connect_timeout;
+    settings.statement_timeout = cfg.database.statement_timeout;
+    std::weak_ptr<state> weak = self;
+    return std::make_unique<cluster::member>(
+        ex, std::move(settings),
+        [weak](const std::vector<std::string>& live) {
+          auto s = weak.lock();
+          if (!s) return;
+          s->members = live;
+          s->rebalance(s);
+        },
+        events);
   }
 
   sched::poller_services services(std::shared_ptr<state> self) {
@@ -762,6 +846,20 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
     s->limiter->set_limit(cfg.max_concurrent_fetches);
 
   bool first = !s->pool;
+  // A member whose cluster settings (or database) change leaves, handing
+  // its share over, and joins again below as the new configuration says.
+  if (s->member) {
+    const auto& was = *s->current;
+    const bool same = cfg.cluster && *cfg.cluster == *was.cluster &&
+                      cfg.database.conninfo == was.database.conninfo &&
+                      cfg.database.table == was.database.table;
+    if (!same) {
+      co_await s->member->async_leave(steady::now() + was.cluster->lease);
+      s->member.reset();
+      s->members.clear();
+      s->share.reset();
+    }
+  }
   if (!s->pool || s->current->database != cfg.database) {
     auto fresh = s->make_pool(cfg.database, s);
     if (s->pool) {
@@ -786,26 +884,30 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
   }
   s->endpoint_stats = std::move(stats);
 
-  std::map<std::string, std::unique_ptr<sched::endpoint_poller>> next;
+  std::map<std::string, std::unique_ptr<sched::endpoint_poller>> kept;
   for (const auto& ep : cfg.endpoints) {
     auto found = s->pollers.find(ep.name);
     if (found != s->pollers.end() && found->second->config() == ep) {
-      next.emplace(ep.name, std::move(found->second));
+      kept.emplace(ep.name, std::move(found->second));
       s->pollers.erase(found);
       continue;
     }
     if (found != s->pollers.end())
       s->endpoint_stats[ep.name].skipped_before += found->second->stats().skipped_ticks;
-    auto poller = s->make_poller(ep, s);
-    if (!poller) continue;
-    poller->start();
-    next.emplace(ep.name, std::move(poller));
   }
   // Endpoints removed or changed: their loops end after any in-flight fetch
   // (which still reaches the pool).
   for (auto& [name, old] : s->pollers) old->stop();
-  s->pollers = std::move(next);
+  s->pollers = std::move(kept);
   s->current = std::move(cfg);
+  // The pollers of the endpoints this daemon fetches: every one alone; in a
+  // cluster its share, once it joined (or tried to).
+  if (s->current->cluster && !s->member) {
+    s->member = s->make_member(*s->current, s);
+    co_await s->member->async_start(steady::now() + s->current->database.connect_timeout);
+  } else {
+    s->rebalance(s);
+  }
   if (first) co_await async_open_spool(s, s->current->spool);
 
   log::event e{log::event_kind::config_loaded, log::severity::notice};
@@ -871,6 +973,13 @@ asio::awaitable<std::size_t> collector::async_stop(steady::time_point until) {
   log::event e{log::event_kind::stopping, log::severity::notice};
   e.detail = std::to_string(s->pool ? s->pool->pending() : 0) + " fetch(es) waiting to commit";
   s->emit(e);
+  if (s->member && s->current) {
+    // Leaving a cluster: the share is fetched until the others took it over
+    // (at most a lease); the time that takes is added to the grace.
+    const auto started = steady::now();
+    co_await s->member->async_leave(started + s->current->cluster->lease);
+    until += steady::now() - started;
+  }
   for (auto& [name, p] : s->pollers) p->stop();
   for (auto& [name, p] : s->pollers) co_await p->async_wait_stopped(until);
   std::deque<fetch_record> left;
@@ -896,7 +1005,15 @@ observe::daemon_status collector::observe() const {
       e.skipped_ticks = found->second.skipped_before;
       if (auto p = s.pollers.find(ep.name); p != s.pollers.end())
         e.skipped_ticks += p->second->stats().skipped_ticks;
+      if (s.member && s.current->cluster) {
+        e.owners = cluster::owners(ep.name, s.members, s.current->cluster->replicas);
+        e.owned = s.owns(ep);
+      }
     }
+  }
+  if (s.member) {
+    out.cluster = s.member->status();
+    out.cluster->ticks_fenced = s.ticks_fenced;
   }
   out.fetch_duration = s.fetch_duration;
   auto& db = out.database;
@@ -947,6 +1064,12 @@ collector_status collector::status() const {
   for (const auto& [name, p] : state_->pollers) st.skipped += p->stats().skipped_ticks;
   st.dropped = state_->dropped;
   st.committed = state_->committed;
+  if (state_->member && state_->current && state_->current->cluster) {
+    st.cluster = state_->current->cluster->name;
+    st.members = state_->members.size();
+    st.endpoints_total = state_->current->endpoints.size();
+    st.lease_valid = state_->member->lease_valid();
+  }
   st.last_commit = state_->last_commit;
   return st;
 }

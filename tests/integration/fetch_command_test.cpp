@@ -270,7 +270,8 @@ TEST_CASE("migrate creates, then accepts, then refuses a broken table", "[migrat
   CHECK(first.exit_code == 0);
   CHECK(first.out ==
         "Created table gatherstats_statistic\n"
-        "Created fetch log gatherstats_fetch and view gatherstats_endpoint_health\n");
+        "Created fetch log gatherstats_fetch and view gatherstats_endpoint_health\n"
+        "Created member table gatherstats_member (for cluster:)\n");
   auto second = gatherstatsd({"migrate", "--database", db.conninfo()});
   CHECK(second.exit_code == 0);
   CHECK(second.out ==
@@ -305,7 +306,8 @@ std::string existing_table(bool fetch_log_created,
                            const std::string& schema = "") {
   return "Table " + table + " already exists and is usable\n" +
          (fetch_log_created ? "Created fetch log " + schema + "gatherstats_fetch and view " +
-                                  schema + "gatherstats_endpoint_health\n"
+                                  schema + "gatherstats_endpoint_health\nCreated member table " +
+                                  schema + "gatherstats_member (for cluster:)\n"
                             : "Fetch log " + schema + "gatherstats_fetch already exists; view " +
                                   schema + "gatherstats_endpoint_health is up to date\n");
 }

@@ -698,6 +698,24 @@ asio::awaitable<std::vector<outcome<result>>> connection::async_pipeline(
   co_return finish(failure::transient(""));
 }
 
+asio::awaitable<outcome<std::vector<connection::notification>>>
+connection::async_wait_notifications(deadline until) {
+  std::vector<notification> out;
+  if (!impl_ || !impl_->conn) co_return failure::transient("not connected to the database");
+  PGconn* c = impl_->conn.get();
+  for (;;) {
+    if (!PQconsumeInput(c)) co_return impl_->lost();
+    while (PGnotify* n = PQnotifies(c)) {
+      out.push_back({n->relname ? n->relname : "", n->extra ? n->extra : ""});
+      PQfreemem(n);
+    }
+    if (!out.empty()) co_return out;
+    // A wait that ends at `until` is not a failure here: nothing came.
+    bool readable = co_await impl_->wait(wait_type::wait_read, until);
+    if (!readable) co_return out;
+  }
+}
+
 const std::string& connection::last_sqlstate() const { return impl_->last_sqlstate; }
 
 bool connection::is_idle() const {

@@ -241,13 +241,21 @@ fetch_log_row make_fetch_log_row(const fetch_record& r) {
 
 std::string fetch_log_insert_sql(const table_name& fetch_log, int first) {
   auto p = [first](int i) { return "$" + std::to_string(first + i); };
+  // The claim of the tick (the fence, fetch_log.hpp): a new row, or a
+  // success over a failure logged for the same tick; never anything over a
+  // success. RETURNING says whether it claimed.
   return "INSERT INTO " + fetch_log.quoted() +
-         " (endpoint_name, endpoint, tick, fetched_at, duration_ms, ok, reason, error,"
+         " AS l (endpoint_name, endpoint, tick, fetched_at, duration_ms, ok, reason, error,"
          " http_status, bytes, rows) VALUES (" +
          p(0) + "::text, " + p(1) + "::text, " + p(2) + "::timestamptz, " + p(3) +
          "::timestamptz, " + p(4) + "::float8, " + p(5) + "::boolean, NULLIF(" + p(6) +
          "::text, ''), NULLIF(" + p(7) + "::text, ''), NULLIF(" + p(8) + "::int, 0)::smallint, " +
-         p(9) + "::bigint, " + p(10) + "::int) ON CONFLICT (endpoint_name, tick) DO NOTHING";
+         p(9) + "::bigint, " + p(10) +
+         "::int) ON CONFLICT (endpoint_name, tick) DO UPDATE SET endpoint = EXCLUDED.endpoint,"
+         " fetched_at = EXCLUDED.fetched_at, duration_ms = EXCLUDED.duration_ms, ok = true,"
+         " reason = NULL, error = NULL, http_status = EXCLUDED.http_status,"
+         " bytes = EXCLUDED.bytes, rows = EXCLUDED.rows WHERE NOT l.ok AND EXCLUDED.ok"
+         " RETURNING 1";
 }
 
 }  // namespace gatherstats::pg

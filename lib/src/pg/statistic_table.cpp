@@ -6,6 +6,7 @@
 #include "gatherstats/pg/statistic_table.hpp"
 
 #include "gatherstats/pg/fetch_log.hpp"
+#include "gatherstats/pg/member_table.hpp"
 
 #include <algorithm>
 #include <array>
@@ -157,11 +158,13 @@ std::optional<failure> refuse_nul(const fetch_record& record) {
 
 // Without ON CONFLICT the insert is about a third cheaper, and fails on
 // the first row already stored.
+// `fenced`: only when the claim of the WITH query `claim` won.
 enum class on_conflict { do_nothing, fail };
-std::string unnest_insert_sql(const table_name& table, on_conflict conflict) {
+std::string unnest_insert_sql(const table_name& table, on_conflict conflict, bool fenced = false) {
   std::string sql = "INSERT INTO " + table.quoted() +
                     " (endpoint, key, numeric_value, fetched_at)"
                     " SELECT $1, u.k, u.v, $2 FROM unnest($3::text[], $4::float8[]) AS u(k, v)";
+  if (fenced) sql += " WHERE EXISTS (SELECT 1 FROM claim)";
   if (conflict == on_conflict::do_nothing)
     sql += " ON CONFLICT (endpoint, key, fetched_at) DO NOTHING";
   return sql;
@@ -185,12 +188,13 @@ asio::awaitable<void> abandon_transaction(connection& conn, deadline until) {
 }
 
 // unnest_insert_sql and, with a fetch log, the record's log row inserted by
-// the same statement (parameters $5 to $15): one statement, so one
-// transaction, and no extra round trip.
+// the same statement (parameters $5 to $15), whose claim of the tick the
+// rows wait on (the fence): one statement, so one transaction, and no extra
+// round trip. No row stored: the tick was stored before.
 std::string commit_sql(const commit_tables& t, on_conflict conflict) {
-  std::string sql = unnest_insert_sql(t.statistics, conflict);
-  if (!t.fetch_log) return sql;
-  return "WITH logged AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " + sql;
+  if (!t.fetch_log) return unnest_insert_sql(t.statistics, conflict);
+  return "WITH claim AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " +
+         unnest_insert_sql(t.statistics, conflict, true);
 }
 
 // The text parameters of a log row; views into `row`.
@@ -199,7 +203,9 @@ void append_log_params(std::vector<parameter>& params, const fetch_log_row& row)
 }
 
 // The log row of a record without statistics (a failed fetch, or a
-// document that gave no rows). Returns 0 rows, or why it failed.
+// document that gave no rows), or the claim before a COPY in a transaction.
+// Returns 1 when it claimed the tick, 0 when the tick was taken, or why it
+// failed.
 asio::awaitable<outcome<std::size_t>> commit_log_only(connection& conn, const table_name& log,
                                                       const fetch_record& record, deadline until) {
   const fetch_log_row row = make_fetch_log_row(record);
@@ -208,15 +214,17 @@ asio::awaitable<outcome<std::size_t>> commit_log_only(connection& conn, const ta
   const std::string sql = fetch_log_insert_sql(log, 1);
   auto inserted = co_await conn.async_query(statement{sql, params}, until);
   if (!inserted) co_return inserted.error();
-  co_return std::size_t{0};
+  co_return inserted->affected_rows();
 }
 
 // BEGIN and the log rows of `records`, pipelined: one round trip, after
 // which the transaction is open for a COPY (which cannot take a WITH).
-// On failure the transaction is rolled back (or the connection closed).
-asio::awaitable<outcome<void>> begin_with_log(connection& conn, const table_name& log,
-                                              std::span<const fetch_record* const> records,
-                                              deadline until) {
+// Returns, per record, whether its log row claimed its tick (the fence:
+// only those records' rows may go in). On failure the transaction is
+// rolled back (or the connection closed).
+asio::awaitable<outcome<std::vector<bool>>> begin_with_log(
+    connection& conn, const table_name& log, std::span<const fetch_record* const> records,
+    deadline until) {
   std::vector<fetch_log_row> rows;
   rows.reserve(records.size());
   for (const fetch_record* r : records) rows.push_back(make_fetch_log_row(*r));
@@ -237,7 +245,13 @@ asio::awaitable<outcome<void>> begin_with_log(connection& conn, const table_name
     if (r) continue;
     if (!failed || (failed->is_transient() && !r.error().is_transient())) failed = r.error();
   }
-  if (!failed) co_return outcome<void>{};
+  if (!failed) {
+    std::vector<bool> claimed;
+    claimed.reserve(rows.size());
+    for (std::size_t i = 1; i < results.size(); ++i)
+      claimed.push_back(results[i]->affected_rows() > 0);
+    co_return claimed;
+  }
   co_await abandon_transaction(conn, until);
   co_return *failed;
 }
@@ -278,6 +292,12 @@ asio::awaitable<outcome<std::size_t>> commit_copy(connection& conn, const commit
   std::span<const fetch_record* const> records(one);
   auto begun = co_await begin_with_log(conn, *t.fetch_log, records, until);
   if (!begun) co_return begun.error();
+  if (!begun->front()) {
+    // The tick is stored already: nothing to store, nothing to keep.
+    auto ended = co_await conn.async_exec("ROLLBACK", until);
+    if (!ended) co_return ended.error();
+    co_return std::size_t{0};
+  }
   const std::string sql = copy_sql(t.statistics) + "; COMMIT";
   auto copied = co_await conn.async_copy_in(sql, data, until);
   if (copied) co_return record.rows.size();  // all or nothing: every row was new
@@ -319,6 +339,14 @@ asio::awaitable<outcome<std::size_t>> commit_copy_via_temp(connection& conn, con
     co_await abandon_transaction(conn, until);
     co_return copied.error();
   }
+  if (t.fetch_log) {
+    auto claimed = co_await commit_log_only(conn, *t.fetch_log, record, until);
+    if (!claimed || *claimed == 0) {
+      co_await abandon_transaction(conn, until);
+      if (!claimed) co_return claimed.error();
+      co_return std::size_t{0};  // the tick is stored already
+    }
+  }
   const std::string ts = binary_timestamptz(record.fetched_at);
   const std::array<parameter, 2> params{
       {{record.endpoint, text_oid, true}, {ts, timestamptz_oid, true}}};
@@ -330,13 +358,6 @@ asio::awaitable<outcome<std::size_t>> commit_copy_via_temp(connection& conn, con
   if (!inserted) {
     co_await abandon_transaction(conn, until);
     co_return inserted.error();
-  }
-  if (t.fetch_log) {
-    auto logged = co_await commit_log_only(conn, *t.fetch_log, record, until);
-    if (!logged) {
-      co_await abandon_transaction(conn, until);
-      co_return logged.error();
-    }
   }
   auto committed = co_await conn.async_exec("COMMIT", until);
   if (!committed) {
@@ -376,15 +397,16 @@ asio::awaitable<outcome<std::size_t>> commit_unnest_text(connection& conn, const
   }
   keys += '}';
   values += '}';
-  std::string sql =
-      "INSERT INTO " + t.statistics.quoted() +
-      " (endpoint, key, numeric_value, fetched_at)"
-      " SELECT $1, u.k, u.v, $2::timestamptz FROM unnest($3::text[], $4::float8[]) AS u(k, v)"
-      " ON CONFLICT (endpoint, key, fetched_at) DO NOTHING";
+  std::string sql = "INSERT INTO " + t.statistics.quoted() +
+                    " (endpoint, key, numeric_value, fetched_at)"
+                    " SELECT $1, u.k, u.v, $2::timestamptz"
+                    " FROM unnest($3::text[], $4::float8[]) AS u(k, v)";
   if (t.fetch_log) {
-    sql = "WITH logged AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " + sql;
+    sql = "WITH claim AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " + sql +
+          " WHERE EXISTS (SELECT 1 FROM claim)";
     for (auto& v : make_fetch_log_row(record)) params.push_back(std::move(v));
   }
+  sql += " ON CONFLICT (endpoint, key, fetched_at) DO NOTHING";
   auto inserted = co_await conn.async_query(sql, params, until);
   if (!inserted) co_return inserted.error();
   co_return inserted->affected_rows();
@@ -527,6 +549,9 @@ asio::awaitable<outcome<migrated>> async_migrate(connection& conn, const table_n
   auto logged = co_await async_create_fetch_log(conn, table, until);
   if (!logged) co_return fail(logged.error());
   done.fetch_log = *logged;
+  auto members = co_await async_create_member_table(conn, table, until);
+  if (!members) co_return fail(members.error());
+  done.member_table = *members;
   auto committed = co_await conn.async_exec("COMMIT", until);
   if (!committed) co_return fail(committed.error());
   auto checked = co_await async_check_schema(conn, table, until);
@@ -669,7 +694,9 @@ asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const commi
   if (auto refused = refuse_nul(record)) co_return *refused;
   if (record.rows.empty()) {
     if (!t.fetch_log) co_return std::size_t{0};
-    co_return co_await commit_log_only(conn, *t.fetch_log, record, until);
+    auto logged = co_await commit_log_only(conn, *t.fetch_log, record, until);
+    if (!logged) co_return logged.error();
+    co_return std::size_t{0};
   }
   if (path == commit_path::automatic)
     path = record.rows.size() >= copy_min_rows ? commit_path::copy : commit_path::unnest_binary;
@@ -728,16 +755,28 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
         in_order.begin(), in_order.end(), [](const fetch_record* a, const fetch_record* b) {
           return std::tie(a->endpoint, a->fetched_at) < std::tie(b->endpoint, b->fetched_at);
         });
-    const std::string data = to_copy_stream(in_order);
-    const bool any_rows = std::any_of(in_order.begin(), in_order.end(),
-                                      [](const fetch_record* r) { return !r->rows.empty(); });
+    // With a fetch log, only the fetches whose log row claimed their tick
+    // (the fence) have rows to store.
+    std::vector<const fetch_record*> to_copy;
+    std::vector<const fetch_record*> fenced;
     outcome<void> stored;
     bool in_transaction = false;
     if (t.fetch_log) {
       std::span<const fetch_record* const> all(in_order);
-      stored = co_await begin_with_log(conn, *t.fetch_log, all, until);
-      in_transaction = stored.has_value();
+      auto begun = co_await begin_with_log(conn, *t.fetch_log, all, until);
+      if (begun) {
+        in_transaction = true;
+        for (std::size_t j = 0; j < in_order.size(); ++j)
+          ((*begun)[j] ? to_copy : fenced).push_back(in_order[j]);
+      } else {
+        stored = begun.error();
+      }
+    } else {
+      to_copy = in_order;
     }
+    const std::string data = to_copy_stream(to_copy);
+    const bool any_rows = std::any_of(to_copy.begin(), to_copy.end(),
+                                      [](const fetch_record* r) { return !r->rows.empty(); });
     if (stored && (any_rows || in_transaction)) {
       std::string sql = copy_sql(t.statistics);
       if (in_transaction) sql += "; COMMIT";
@@ -753,7 +792,11 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
       }
     }
     if (stored) {
-      for (auto i : sent_index) decided[i] = records[i]->rows.size();
+      for (auto i : sent_index) {
+        const bool lost =
+            std::find(fenced.begin(), fenced.end(), records[i]) != fenced.end();
+        decided[i] = lost ? std::size_t{0} : records[i]->rows.size();
+      }
       sent_index.clear();
     } else if (!conn.is_idle()) {
       // Lost the connection, or the deadline passed: whether the COPY

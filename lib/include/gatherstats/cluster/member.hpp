@@ -61,9 +61,6 @@ class member {
   // next heartbeat.
   void set_share(std::size_t endpoints, std::size_t total);
 
-  // A fetch that stored nothing because its tick was stored already.
-  void count_fenced();
-
   // Gives the lease up and waits (until `until` at most) for the others to
   // take this member's share over.
   boost::asio::awaitable<void> async_leave(pg::deadline until);

@@ -138,6 +138,16 @@ class connection {
   boost::asio::awaitable<std::vector<outcome<result>>> async_pipeline(
       std::span<const statement> statements, pipeline_sync sync, deadline until);
 
+  // After LISTEN (async_exec): waits until a notification arrives or
+  // `until` passes, and returns what arrived (nothing at `until`: the
+  // connection stays open). Fails when the connection is lost.
+  struct notification {
+    std::string channel;
+    std::string payload;
+  };
+  boost::asio::awaitable<outcome<std::vector<notification>>> async_wait_notifications(
+      deadline until);
+
   // The SQLSTATE of the last statement the server refused (e.g. "23505");
   // empty after a success or a failure that was not the server's answer.
   const std::string& last_sqlstate() const;

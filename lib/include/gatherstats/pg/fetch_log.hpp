@@ -4,8 +4,12 @@
 //
 // A successful fetch's log row is committed in the same transaction as its
 // statistics (statistic_table.hpp); a failed fetch has only its log row.
-// Idempotent: the log is unique on (endpoint_name, tick), and every insert
-// is ON CONFLICT DO NOTHING, so a fetch committed twice is logged once.
+// The fence: the log is unique on (endpoint_name, tick), and a fetch's log
+// row claims its tick. The insert stores the row when the tick has none,
+// replaces a failure with a success, and otherwise does nothing; the
+// statistics of the fetch are stored only when the claim won (same
+// transaction). So a tick is stored at most once, whichever daemons fetched
+// it (docs/cluster.md), and a fetch committed twice is stored once.
 // Old rows are deleted in small batches (async_prune_fetch_log).
 //
 // The fetch log is ours, created beside the statistics table by `migrate`;
@@ -73,7 +77,10 @@ using fetch_log_row = std::array<std::string, fetch_log_columns>;
 fetch_log_row make_fetch_log_row(const fetch_record& record);
 
 // INSERT INTO log (...) VALUES ($first, ..., $first+10) ON CONFLICT
-// (endpoint_name, tick) DO NOTHING: the row of make_fetch_log_row.
+// (endpoint_name, tick) DO UPDATE (a success over a failure) RETURNING 1:
+// the row of make_fetch_log_row, claiming its tick. One row affected (and
+// returned) when the claim won, none when the tick was taken.
+
 std::string fetch_log_insert_sql(const table_name& fetch_log, int first_parameter);
 
 }  // namespace gatherstats::pg

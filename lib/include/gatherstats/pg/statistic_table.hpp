@@ -85,11 +85,13 @@ struct redundant_index {
 struct migrated {
   bool table = false;
   bool fetch_log = false;
+  bool member_table = false;  // the cluster's (member_table.hpp)
   std::vector<redundant_index> redundant_indexes;  // by name
 };
 
 // Creates the table if it does not exist, and the fetch log and its view
-// beside it (fetch_log.hpp) if they do not, under an advisory lock so that
+// (fetch_log.hpp) and the member table (member_table.hpp) beside it if they
+// do not, under an advisory lock so that
 // concurrent migrations do not race; then checks the table and looks for
 // its redundant indexes. An existing table (the original's, or one made by
 // an older version) is left as it is.
