@@ -589,6 +589,7 @@ struct collector::state {
       // Its tick was stored already (the fence): by another member, or by
       // an earlier try of this commit whose answer was lost.
       ++ticks_fenced;
+      last_commit = steady::now();  // the commit worked: it had nothing to store
       log::event e{log::event_kind::tick_fenced, log::severity::debug};
       e.endpoint = record.name;
       e.url = http::redact_url(record.endpoint);
@@ -628,7 +629,7 @@ struct collector::state {
     }
   }
 
-  std::unique_ptr<pg::pool> make_pool(const config::database_config& db,
+  std::unique_ptr<pg::pool> make_pool(const config::database_config& db, bool clustered,
                                       std::shared_ptr<state> self) {
     pg::pool_settings settings;
     settings.conninfo = db.conninfo;
@@ -637,6 +638,7 @@ struct collector::state {
     settings.connect_timeout = db.connect_timeout;
     settings.statement_timeout = db.statement_timeout;
     settings.fetch_log = db.fetch_log;
+    settings.require_fetch_log = clustered;
     settings.fetch_log_retention = db.fetch_log_retention;
     settings.retention = db.retention;
     std::weak_ptr<state> weak = self;
@@ -712,9 +714,8 @@ struct collector::state {
     e.rows = owned;
     std::string names;
     for (const auto& m : members) names += (names.empty() ? "" : ", ") + m;
-    e.detail = "member " + current->cluster->member + " fetches " + std::to_string(owned) +
-               " of " + std::to_string(current->endpoints.size()) + " endpoint(s); members: " +
-               names;
+    e.detail = "member " + current->cluster->member + " fetches " + std::to_string(owned) + " of " +
+               std::to_string(current->endpoints.size()) + " endpoint(s); members: " + names;
     emit(e);
   }
 
@@ -860,8 +861,9 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
       s->share.reset();
     }
   }
-  if (!s->pool || s->current->database != cfg.database) {
-    auto fresh = s->make_pool(cfg.database, s);
+  if (!s->pool || s->current->database != cfg.database ||
+      s->current->cluster.has_value() != cfg.cluster.has_value()) {
+    auto fresh = s->make_pool(cfg.database, cfg.cluster.has_value(), s);
     if (s->pool) {
       // The old pool stops at once; what it had not committed moves over.
       auto old = std::move(s->pool);
@@ -935,7 +937,7 @@ asio::awaitable<bool> collector::async_run_once(config::daemon_config cfg,
   s->limiter = std::make_unique<sched::fetch_limiter>(s->ex, cfg.max_concurrent_fetches);
   s->dry_run = std::move(dry_run);
   // A dry run never connects to the database.
-  if (!s->dry_run) s->pool = s->make_pool(cfg.database, s);
+  if (!s->dry_run) s->pool = s->make_pool(cfg.database, cfg.cluster.has_value(), s);
   auto failed = std::make_shared<std::size_t>(0);
   auto running = std::make_shared<std::size_t>(0);
   auto all_done = std::make_shared<asio::steady_timer>(s->ex, steady::time_point::max());

@@ -172,9 +172,9 @@ ROUTED_TEST_CASE(migrate_once, "migrate creates the table once and then leaves i
                          {"fetched_at", "timestamp with time zone", "0", "NO"}});
   // Nothing else: one table, its primary key and its unique constraint,
   // beside the fetch log (table, pkey, unique key, BRIN index, id sequence)
-  // and its view.
+  // and its view, and the member table and its primary key.
   CHECK(db.query("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                 " WHERE n.nspname = 'public'")[0][0] == "10");
+                 " WHERE n.nspname = 'public'")[0][0] == "12");
 }
 
 ROUTED_TEST_CASE(schema_qualified, "a schema-qualified table is created and used in its schema",

@@ -63,22 +63,22 @@ struct member::state {
   log::event_sink events;
   const std::string instance = random_instance();
 
-  std::vector<std::string> members;         // acted on: the live ones, this one always in
-  std::vector<pg::member_row> rows;         // the live members as last read
+  std::vector<std::string> members;  // acted on: the live ones, this one always in
+  std::vector<pg::member_row> rows;  // the live members as last read
   std::size_t share = 0, total = 0;
   bool stopping = false;
-  bool joined = false;              // a heartbeat has renewed the lease at least once
+  bool joined = false;  // a heartbeat has renewed the lease at least once
   bool lease_reported_lost = false;
   bool name_conflict_reported = false;
   steady::time_point lease_valid_until{};  // by this process's clock, from the renewal's start
   std::optional<timestamp> last_heartbeat;
   std::uint64_t heartbeats = 0, heartbeat_failures = 0, membership_changes = 0;
   std::string problem;
-  bool beat_now = false;        // a heartbeat is wanted at once (a notification, a change)
-  asio::steady_timer wake;      // the heartbeat's wait; cancelled to beat at once
+  bool beat_now = false;           // a heartbeat is wanted at once (a notification, a change)
+  asio::steady_timer wake;         // the heartbeat's wait; cancelled to beat at once
   asio::steady_timer listen_wake;  // the listener's pause between connects
-  bool beating = false;         // the heartbeat loop runs
-  asio::steady_timer beat_done;  // cancelled when the heartbeat loop ends
+  bool beating = false;            // the heartbeat loop runs
+  asio::steady_timer beat_done;    // cancelled when the heartbeat loop ends
 
   state(asio::any_io_executor e, member_settings s, members_callback cb, log::event_sink ev)
       : ex(e),
@@ -88,9 +88,7 @@ struct member::state {
         events(std::move(ev)),
         wake(e),
         listen_wake(e),
-        beat_done(e, steady::time_point::max()) {
-    members = {settings.cluster.member};
-  }
+        beat_done(e, steady::time_point::max()) {}
 
   const config::cluster_config& cfg() const { return settings.cluster; }
 
@@ -111,6 +109,15 @@ struct member::state {
       names.push_back(cfg().member);
     std::sort(names.begin(), names.end());
     const auto diff = compare(members, names);
+    const bool first = members.empty();
+    if (first) {
+      // This member's join: one event, with the members it found.
+      members = names;
+      log::event e{log::event_kind::member_joined, log::severity::notice};
+      e.detail =
+          "member " + cfg().member + " joined cluster " + cfg().name + "; " + describe_members();
+      emit(e);
+    }
     // A member gone with its lease still running gave it up (it left);
     // otherwise its lease ran out.
     auto left_how = [&](const std::string& name) -> std::string {
@@ -120,16 +127,17 @@ struct member::state {
     };
     for (const auto& name : diff.left) {
       ++membership_changes;
-      log::event e{log::event_kind::member_left, log::severity::notice};
       members = names;
+      log::event e{log::event_kind::member_left, log::severity::notice};
       e.detail = "member " + name + " of cluster " + cfg().name + " " + left_how(name) + "; " +
                  describe_members();
       emit(e);
     }
     for (const auto& name : diff.joined) {
+      if (first) break;  // this one's join, said above
       ++membership_changes;
-      log::event e{log::event_kind::member_joined, log::severity::notice};
       members = names;
+      log::event e{log::event_kind::member_joined, log::severity::notice};
       e.detail = "member " + name + " joined cluster " + cfg().name + "; " + describe_members();
       emit(e);
     }
@@ -173,8 +181,9 @@ struct member::state {
     const auto until = started + std::min(settings.statement_timeout, every);
     if (!conn || !conn->is_idle()) {
       conn.reset();
-      auto made = co_await pg::connection::async_connect(settings.conninfo,
-                                                         started + settings.connect_timeout);
+      // Within a heartbeat's time: a lease runs out while a connect hangs.
+      auto made = co_await pg::connection::async_connect(
+          settings.conninfo, started + std::min(settings.connect_timeout, every));
       if (!made) {
         failed(made.error().message);
         co_return std::min(every, milliseconds(1'000));
@@ -183,8 +192,8 @@ struct member::state {
     }
     auto r = co_await pg::async_heartbeat(*conn, table, beat(), until);
     if (!r) {
+      failed(explain(*conn, r.error()));
       if (!conn->is_idle()) conn.reset();
-      failed(r.error().message);
       co_return std::min(every, milliseconds(1'000));
     }
     ++heartbeats;
@@ -221,6 +230,13 @@ struct member::state {
     co_return std::max(next, milliseconds(0));
   }
 
+  // A heartbeat's failure, with what to do about a missing member table.
+  std::string explain(const pg::connection& conn, const failure& f) const {
+    if (conn.last_sqlstate() != "42P01") return f.message;
+    return "the member table " + table.display() +
+           " does not exist: run `gatherstatsd migrate` to create it (" + f.message + ")";
+  }
+
   void failed(std::string why) {
     ++heartbeat_failures;
     problem = std::move(why);
@@ -254,12 +270,11 @@ asio::awaitable<void> heartbeat_loop(state_ptr s, std::optional<pg::connection> 
 asio::awaitable<void> listen_loop(state_ptr s) {
   const auto pause = heartbeat_every(s->cfg().lease);
   while (!s->stopping) {
-    auto conn = co_await pg::connection::async_connect(
-        s->settings.conninfo, steady::now() + s->settings.connect_timeout);
+    auto conn = co_await pg::connection::async_connect(s->settings.conninfo,
+                                                       steady::now() + s->settings.connect_timeout);
     if (conn) {
-      auto listening =
-          co_await conn->async_exec("LISTEN " + std::string(pg::cluster_channel),
-                                    steady::now() + s->settings.statement_timeout);
+      auto listening = co_await conn->async_exec("LISTEN " + std::string(pg::cluster_channel),
+                                                 steady::now() + s->settings.statement_timeout);
       // A change while the listener was away is seen by the next heartbeat.
       while (listening && !s->stopping) {
         auto got = co_await conn->async_wait_notifications(steady::now() + pause);
@@ -292,44 +307,23 @@ member::~member() {
 
 asio::awaitable<void> member::async_start(pg::deadline until) {
   auto s = state_;
+  // The first heartbeat joins: its members are the first the collector
+  // acts on (take() calls on_members).
   std::optional<pg::connection> conn;
-  auto made = co_await pg::connection::async_connect(s->settings.conninfo, until);
-  if (made) {
-    conn.emplace(std::move(*made));
-    auto r = co_await pg::async_heartbeat(*conn, s->table, s->beat(), until);
-    if (r && r->renewed) {
-      ++s->heartbeats;
-      s->joined = true;
-      s->lease_valid_until = steady::now() + s->cfg().lease;
-      s->last_heartbeat = now_utc();
-      s->rows = r->live;
-    }
-    if (!r) s->failed(r.error().message);
-    if (r) {
-      // The members at join: one event, then the collector's first share.
-      std::vector<std::string> names;
-      for (const auto& row : r->live) names.push_back(row.name);
-      if (std::find(names.begin(), names.end(), s->cfg().member) == names.end())
-        names.push_back(s->cfg().member);
-      std::sort(names.begin(), names.end());
-      s->members = names;
-      log::event e{log::event_kind::member_joined, log::severity::notice};
-      e.detail = "member " + s->cfg().member + " joined cluster " + s->cfg().name + "; " +
-                 s->describe_members();
-      s->emit(e);
-      s->beat_now = true;  // the view this member acts on, told at once
-    }
-  } else {
-    s->failed(made.error().message);
-  }
-  if (!s->joined) {
+  const auto saved = s->settings.connect_timeout;
+  s->settings.connect_timeout =
+      std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(until - steady::now()));
+  co_await s->heartbeat_once(conn);
+  s->settings.connect_timeout = saved;
+  if (s->members.empty()) {
+    s->members = {s->cfg().member};
     log::event e{log::event_kind::warning, log::severity::warning};
     e.error = s->problem;
     e.detail = "member " + s->cfg().member + " could not join cluster " + s->cfg().name +
                " at start: it fetches every endpoint (into the spool) until it can";
     s->emit(e);
+    if (s->on_members) s->on_members(s->members);
   }
-  if (s->on_members) s->on_members(s->members);
   asio::co_spawn(s->ex, heartbeat_loop(s, std::move(conn)), asio::detached);
   if (s->cfg().notify) asio::co_spawn(s->ex, listen_loop(s), asio::detached);
 }

@@ -146,6 +146,10 @@ asio::awaitable<outcome<opened>> open_connection(std::shared_ptr<pool::state> s)
   if (!s->settings.fetch_log) co_return opened{std::move(*conn), false};
   auto log = co_await async_check_fetch_log(*conn, s->settings.table, until);
   if (!log) co_return log.error();
+  if (!log->empty() && s->settings.require_fetch_log)
+    co_return failure::permanent(*log +
+                                 "; a cluster needs it as its fence, so nothing is committed "
+                                 "until it is there (`gatherstatsd migrate` creates it)");
   s->fetch_log_missing = !log->empty();
   if (s->fetch_log_missing) s->warn_fetch_log(*log);
   co_return opened{std::move(*conn), !s->fetch_log_missing};
@@ -293,7 +297,13 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
     // The fetch log gone under a running daemon (dropped): the statistics go
     // on without it, as for a database that never had one; what it failed
     // is committed again, without its log row.
-    if (logging && fetch_log_dropped(results)) {
+    if (logging && fetch_log_dropped(results) && s->settings.require_fetch_log) {
+      // A cluster commits nothing without its fence: the connection goes,
+      // and the next one is refused until the log is back.
+      for (auto& r : results)
+        if (!r) r = failure::transient(r.error().message);
+      conn->close();
+    } else if (logging && fetch_log_dropped(results)) {
       logging = false;
       s->fetch_log_missing = true;
       s->warn_fetch_log("the fetch log " + with_log.fetch_log->display() +

@@ -793,8 +793,7 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     }
     if (stored) {
       for (auto i : sent_index) {
-        const bool lost =
-            std::find(fenced.begin(), fenced.end(), records[i]) != fenced.end();
+        const bool lost = std::find(fenced.begin(), fenced.end(), records[i]) != fenced.end();
         decided[i] = lost ? std::size_t{0} : records[i]->rows.size();
       }
       sent_index.clear();

@@ -786,3 +786,56 @@ TEST_CASE("a \",\" after a flow collection or a quoted scalar is an error, not a
   CHECK(error_of(endpoint_with("") + "...\n{a: 1}\n") ==
         "test.yaml:5:1: more than one YAML document: the configuration is one document");
 }
+
+TEST_CASE("cluster: every key read, defaults for the rest", "[config][cluster]") {
+  auto r = parse_config(
+      "cluster: { name: web, member: m-1.a_b, lease: 3s, replicas: 2, notify: false }\n" +
+          endpoint_with(""),
+      "t.yaml", no_env);
+  REQUIRE(r.config);
+  REQUIRE(r.config->cluster);
+  CHECK(r.config->cluster->name == "web");
+  CHECK(r.config->cluster->member == "m-1.a_b");
+  CHECK(r.config->cluster->lease == 3s);
+  CHECK(r.config->cluster->replicas == 2);
+  CHECK_FALSE(r.config->cluster->notify);
+
+  auto d = parse_config("cluster: { name: web }\n" + endpoint_with(""), "t.yaml", no_env);
+  REQUIRE(d.config);
+  REQUIRE(d.config->cluster);
+  char host[256] = {};
+  REQUIRE(::gethostname(host, sizeof host - 1) == 0);
+  CHECK(d.config->cluster->member == host);  // the host name
+  CHECK(d.config->cluster->lease == 10s);
+  CHECK(d.config->cluster->replicas == 1);
+  CHECK(d.config->cluster->notify);
+
+  auto alone = parse_config(endpoint_with(""), "t.yaml", no_env);
+  REQUIRE(alone.config);
+  CHECK_FALSE(alone.config->cluster);
+}
+
+TEST_CASE("cluster: bad values are refused with where and why", "[config][cluster]") {
+  CHECK(error_of("cluster: { member: m1 }\n" + endpoint_with("")) ==
+        "test.yaml:1:10: \"cluster\" needs \"name\": the members that share the endpoints");
+  CHECK(error_of("cluster: { name: \"a b\" }\n" + endpoint_with("")) ==
+        "test.yaml:1:18: \"name\" must be 1 to 63 letters, digits, '.', '-' or '_', not \"a b\"");
+  CHECK(error_of("cluster: { name: c, member: \"\" }\n" + endpoint_with("")) ==
+        "test.yaml:1:29: \"member\" must be 1 to 63 letters, digits, '.', '-' or '_', not \"\"");
+  CHECK(error_of("cluster: { name: c, member: " + std::string(64, 'm') + " }\n" + endpoint_with(""))
+            .find("\"member\" must be 1 to 63 letters") != std::string::npos);
+  CHECK(error_of("cluster: { name: c, lease: 500ms }\n" + endpoint_with("")) ==
+        "test.yaml:1:28: \"lease\" must be between 1s and 1h, not 500ms");
+  CHECK(error_of("cluster: { name: c, replicas: 3 }\n" + endpoint_with("")).find("\"replicas\"") !=
+        std::string::npos);
+  CHECK(error_of("cluster: { name: c, notify: maybe }\n" + endpoint_with("")) ==
+        "test.yaml:1:29: \"notify\" must be true or false, not \"maybe\"");
+  CHECK(error_of("cluster: { name: c, leese: 3s }\n" + endpoint_with("")) ==
+        "test.yaml:1:21: unknown key \"leese\" (did you mean \"lease\"?)");
+}
+
+TEST_CASE("cluster: refused without the fetch log, which is its fence", "[config][cluster]") {
+  CHECK(error_of("database: { fetch_log: false }\ncluster: { name: c }\n" + endpoint_with("")) ==
+        "test.yaml:2:1: \"cluster\" needs database.fetch_log: true: the fetch log's unique key "
+        "on (endpoint_name, tick) is the fence that stores each tick once");
+}

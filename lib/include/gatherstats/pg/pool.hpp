@@ -60,6 +60,11 @@ struct pool_settings {
   // batches of `prune_batch` with `prune_pause` between them, over a
   // connection of the pruning's own.
   bool fetch_log = false;
+  // In a cluster the fetch log is the fence (fetch_log.hpp): without it
+  // members would store the same ticks, so a connection that finds no
+  // usable fetch log is refused (the database counts as lost, and fetches
+  // wait, spooled) instead of committing without one.
+  bool require_fetch_log = false;
   std::chrono::milliseconds fetch_log_retention{30LL * 86'400'000};
   std::chrono::milliseconds prune_every{3'600'000};
   std::size_t prune_batch = 1000;

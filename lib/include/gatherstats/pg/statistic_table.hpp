@@ -85,7 +85,7 @@ struct redundant_index {
 struct migrated {
   bool table = false;
   bool fetch_log = false;
-  bool member_table = false;  // the cluster's (member_table.hpp)
+  bool member_table = false;                       // the cluster's (member_table.hpp)
   std::vector<redundant_index> redundant_indexes;  // by name
 };
 
