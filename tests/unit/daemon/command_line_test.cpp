@@ -202,13 +202,15 @@ TEST_CASE("format_event never shows a secret, and every kind has its own MESSAGE
         event_kind::database_back, event_kind::config_loaded, event_kind::config_rejected,
         event_kind::warning, event_kind::stopping, event_kind::results_spooled,
         event_kind::results_dropped, event_kind::fetch_log_pruned, event_kind::no_spool,
-        event_kind::rows_removed, event_kind::partition_created, event_kind::partition_dropped}) {
+        event_kind::rows_removed, event_kind::partition_created, event_kind::partition_dropped,
+        event_kind::member_joined, event_kind::member_left, event_kind::share_changed,
+        event_kind::lease_lost, event_kind::lease_renewed, event_kind::tick_fenced}) {
     std::string id = message_id(k);
     CHECK(id.size() == 32);
     CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
     ids.insert(id);
   }
-  CHECK(ids.size() == 18);
+  CHECK(ids.size() == 24);
 }
 
 TEST_CASE("the STATUS= line", "[cli][notify]") {
