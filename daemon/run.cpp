@@ -112,7 +112,12 @@ int run_daemon(const run_options& options) {
     return 2;
   }
   if (options.check) {
-    std::cout << options.config << ": OK, " << loaded.config->endpoints.size() << " endpoint(s)\n";
+    const auto& cfg = *loaded.config;
+    std::cout << options.config << ": OK, " << cfg.endpoints.size() << " endpoint(s)";
+    if (cfg.cluster)
+      std::cout << ", member " << cfg.cluster->member << " of cluster " << cfg.cluster->name
+                << " (replicas " << cfg.cluster->replicas << ")";
+    std::cout << "\n";
     return 0;
   }
 
