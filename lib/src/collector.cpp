@@ -708,6 +708,7 @@ struct collector::state {
     }
     if (!member) return;
     member->set_share(owned, current->endpoints.size());
+    member->set_endpoints(endpoints_fingerprint(*current));
     if (share == owned) return;
     share = owned;
     log::event e{log::event_kind::share_changed, log::severity::notice};
@@ -719,6 +720,16 @@ struct collector::state {
     emit(e);
   }
 
+  // What members compare to see that they share the same endpoints: the
+  // names (the assignment), intervals and alignment (the ticks).
+  static std::string endpoints_fingerprint(const config::daemon_config& cfg) {
+    std::vector<std::string> configured;
+    for (const auto& ep : cfg.endpoints)
+      configured.push_back(ep.name + '\t' + std::to_string(ep.interval.count()) +
+                           (ep.align ? "\taligned" : ""));
+    return cluster::fingerprint(configured);
+  }
+
   std::unique_ptr<cluster::member> make_member(const config::daemon_config& cfg,
                                                std::shared_ptr<state> self) {
     cluster::member_settings settings;
@@ -728,7 +739,7 @@ struct collector::state {
     settings.connect_timeout = cfg.database.connect_timeout;
     settings.statement_timeout = cfg.database.statement_timeout;
     std::weak_ptr<state> weak = self;
-    return std::make_unique<cluster::member>(
+    auto m = std::make_unique<cluster::member>(
         ex, std::move(settings),
         [weak](const std::vector<std::string>& live) {
           auto s = weak.lock();
@@ -737,6 +748,8 @@ struct collector::state {
           s->rebalance(s);
         },
         events);
+    m->set_endpoints(endpoints_fingerprint(cfg));
+    return m;
   }
 
   sched::poller_services services(std::shared_ptr<state> self) {

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <random>
 
@@ -66,6 +67,8 @@ struct member::state {
   std::vector<std::string> members;  // acted on: the live ones, this one always in
   std::vector<pg::member_row> rows;  // the live members as last read
   std::size_t share = 0, total = 0;
+  std::string endpoints;     // the fingerprint of this member's endpoints
+  std::string disagreement;  // the members' endpoint lists as last warned about
   bool stopping = false;
   bool joined = false;  // a heartbeat has renewed the lease at least once
   bool lease_reported_lost = false;
@@ -142,11 +145,38 @@ struct member::state {
       emit(e);
     }
     rows = std::move(live);
+    check_agreement();
     if (!diff.empty()) {
       members = std::move(names);
       if (on_members) on_members(members);
       beat_now = true;  // tell the others at once which members this one acts on
     }
+  }
+
+  // Warns once per state when the live members are not configured with the
+  // same endpoints, and says when they agree again.
+  void check_agreement() {
+    std::map<std::string, std::vector<std::string>> by_config;
+    for (const auto& r : rows)
+      if (!r.self && !r.config.empty()) by_config[r.config].push_back(r.name);
+    by_config[endpoints].push_back(cfg().member);
+    std::string state;
+    if (by_config.size() > 1) {
+      for (auto& [config, names] : by_config) {
+        std::sort(names.begin(), names.end());
+        state += (state.empty() ? "" : "; ") + joined_list(names);
+      }
+    }
+    if (state == disagreement) return;
+    const bool agree = state.empty();
+    log::event e{log::event_kind::warning, agree ? log::severity::notice : log::severity::warning};
+    e.detail = agree ? "the members of cluster " + cfg().name + " agree on the endpoints again"
+                     : "the members of cluster " + cfg().name +
+                           " are configured with different endpoints (" + state +
+                           "): an endpoint whose owner lacks it goes unfetched; give every "
+                           "member the same endpoints";
+    disagreement = std::move(state);
+    emit(e);
   }
 
   void lease_check() {
@@ -169,6 +199,7 @@ struct member::state {
     b.instance = instance;
     b.view = fingerprint(members);
     b.endpoints = share;
+    b.config = endpoints;
     b.lease = cfg().lease;
     return b;
   }
@@ -327,6 +358,8 @@ asio::awaitable<void> member::async_start(pg::deadline until) {
   asio::co_spawn(s->ex, heartbeat_loop(s, std::move(conn)), asio::detached);
   if (s->cfg().notify) asio::co_spawn(s->ex, listen_loop(s), asio::detached);
 }
+
+void member::set_endpoints(std::string fingerprint) { state_->endpoints = std::move(fingerprint); }
 
 void member::set_share(std::size_t endpoints, std::size_t total) {
   state_->share = endpoints;

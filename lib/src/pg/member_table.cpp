@@ -26,7 +26,7 @@ std::size_t to_size(std::string_view s) {
 constexpr std::string_view row_columns =
     "m.member, m.view, m.endpoints,"
     " extract(epoch FROM m.joined_at)::float8, extract(epoch FROM m.lease_until)::float8,"
-    " (extract(epoch FROM m.lease_until - now()) * 1000)::bigint";
+    " (extract(epoch FROM m.lease_until - now()) * 1000)::bigint, m.config";
 
 member_row read_row(const result& r, int i) {
   member_row m;
@@ -39,6 +39,7 @@ member_row read_row(const result& r, int i) {
   auto s = r.get(i, 5);
   std::from_chars(s.data(), s.data() + s.size(), left);
   m.lease_left = std::chrono::milliseconds(left);
+  m.config = std::string(r.get(i, 6));
   return m;
 }
 
@@ -70,6 +71,7 @@ asio::awaitable<outcome<bool>> async_create_member_table(connection& conn,
                                            " lease_until timestamp with time zone NOT NULL,"
                                            " view text NOT NULL DEFAULT '',"
                                            " endpoints integer NOT NULL DEFAULT 0,"
+                                           " config text NOT NULL DEFAULT '',"
                                            " PRIMARY KEY (cluster, member)) WITH (fillfactor = 50)",
                                        until);
   if (!made) co_return made.error();
@@ -88,14 +90,15 @@ asio::awaitable<outcome<heartbeat_result>> async_heartbeat(connection& conn,
   // the INSERT), and ours from RETURNING.
   const std::string sql =
       "WITH beat AS (INSERT INTO " + t +
-      " AS m (cluster, member, instance, joined_at, heartbeat_at, lease_until, view, endpoints)"
+      " AS m (cluster, member, instance, joined_at, heartbeat_at, lease_until, view, endpoints,"
+      " config)"
       " VALUES ($1, $2, $3, now(), now(), now() + $4::bigint * interval '1 millisecond', $5,"
-      " $6::int)"
+      " $6::int, $7)"
       " ON CONFLICT (cluster, member) DO UPDATE SET"
       "  joined_at = CASE WHEN m.instance = EXCLUDED.instance AND m.lease_until > now()"
       "              THEN m.joined_at ELSE now() END,"
       "  instance = EXCLUDED.instance, heartbeat_at = now(), lease_until = EXCLUDED.lease_until,"
-      "  view = EXCLUDED.view, endpoints = EXCLUDED.endpoints"
+      "  view = EXCLUDED.view, endpoints = EXCLUDED.endpoints, config = EXCLUDED.config"
       " WHERE m.instance = EXCLUDED.instance OR m.lease_until <= now()"
       " RETURNING m.*),"
       " told AS (SELECT pg_notify('" +
@@ -109,28 +112,29 @@ asio::awaitable<outcome<heartbeat_result>> async_heartbeat(connection& conn,
       std::string(row_columns) + ", false, 0, extract(epoch FROM now())::float8, m.instance FROM " +
       t +
       " m WHERE m.cluster = $1 AND m.member <> $2 AND m.lease_until > now()"
-      " UNION ALL SELECT '', '', 0, 0, 0, 0, false, 0, extract(epoch FROM now())::float8,"
+      " UNION ALL SELECT '', '', 0, 0, 0, 0, '', false, 0, extract(epoch FROM now())::float8,"
       "  m.instance FROM " +
       t +
       " m WHERE m.cluster = $1 AND m.member = $2 AND NOT EXISTS (SELECT 1 FROM beat)"
       " ORDER BY 1";
-  const std::array<std::string, 6> params{beat.cluster,  beat.member,
+  const std::array<std::string, 7> params{beat.cluster,  beat.member,
                                           beat.instance, std::to_string(beat.lease.count()),
-                                          beat.view,     std::to_string(beat.endpoints)};
+                                          beat.view,     std::to_string(beat.endpoints),
+                                          beat.config};
   auto r = co_await conn.async_query(sql, params, until);
   if (!r) co_return r.error();
   heartbeat_result out;
   for (int i = 0; i < r->rows(); ++i) {
-    out.now = to_double(r->get(i, 8));
+    out.now = to_double(r->get(i, 9));
     if (r->get(i, 0).empty()) {  // the row of another process holding our name
-      out.holder = std::string(r->get(i, 9));
+      out.holder = std::string(r->get(i, 10));
       continue;
     }
     member_row m = read_row(*r, i);
-    m.self = r->get(i, 6) == "t";
+    m.self = r->get(i, 7) == "t";
     if (m.self) {
       out.renewed = true;
-      out.joined = r->get(i, 7) != "0";
+      out.joined = r->get(i, 8) != "0";
     }
     out.live.push_back(std::move(m));
   }

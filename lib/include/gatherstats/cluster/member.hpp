@@ -61,6 +61,13 @@ class member {
   // next heartbeat.
   void set_share(std::size_t endpoints, std::size_t total);
 
+  // A fingerprint of the endpoints this member is configured with (their
+  // names, intervals and alignment), told to the others with each
+  // heartbeat: members that disagree (a configuration rolled out to some
+  // of them) are warned about, since an endpoint that its owner does not
+  // have goes unfetched.
+  void set_endpoints(std::string fingerprint);
+
   // Gives the lease up and waits (until `until` at most) for the others to
   // take this member's share over.
   boost::asio::awaitable<void> async_leave(pg::deadline until);

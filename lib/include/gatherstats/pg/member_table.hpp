@@ -43,6 +43,7 @@ struct member_row {
   std::string name;
   std::string view;  // the fingerprint of the members it acts on
   std::size_t endpoints = 0;
+  std::string config;  // the fingerprint of its endpoints (names, intervals, alignment)
   double joined_at = 0;
   double lease_until = 0;
   std::chrono::milliseconds lease_left{0};
@@ -56,6 +57,7 @@ struct heartbeat {
   std::string view;
   std::size_t endpoints = 0;
   std::chrono::milliseconds lease{0};
+  std::string config;
 };
 
 struct heartbeat_result {
