@@ -135,6 +135,19 @@ std::vector<health_check> readiness_checks(const daemon_status& s) {
     }
   }
   checks.push_back(storage);
+  if (s.cluster) {
+    // A member without a valid lease is not counted on by the others: its
+    // share is theirs (or, before it ever joined, it fetches everything).
+    const auto& c = *s.cluster;
+    const std::string problem = c.problem.empty() ? std::string() : " (" + c.problem + ")";
+    health_check cluster{"cluster", c.lease_valid, {}};
+    if (!c.lease_valid)
+      cluster.why = c.last_heartbeat ? "this member's lease has lapsed" + problem +
+                                           ": the other members fetch its share"
+                                     : "this member has not joined its cluster yet" + problem +
+                                           ": it fetches every endpoint itself until it can";
+    checks.push_back(cluster);
+  }
   return checks;
 }
 
@@ -310,6 +323,10 @@ std::string render_metrics(const daemon_status& s, const process_status& p) {
                "Ticks of the endpoint that were not fetched (the previous fetch still ran, or "
                "fetching was paused).",
                [](const endpoint_status& e) { return e.skipped_ticks; });
+  if (s.cluster)
+    per_endpoint(w, labels, eps, "gatherstatsd_endpoint_owned", "gauge",
+                 "1 when this cluster member fetches the endpoint, 0 when other members do.",
+                 [](const endpoint_status& e) { return u64(e.owned ? 1 : 0); });
 
   w.family("gatherstatsd_fetch_duration_seconds", "histogram",
            "How long fetches took, every endpoint together, retries included.");
@@ -383,6 +400,44 @@ std::string render_metrics(const daemon_status& s, const process_status& p) {
            "{version=\"" + escape_label_value(s.version) + "\",revision=\"" +
                escape_label_value(s.revision) + "\"}",
            u64(1));
+
+  if (s.cluster) {
+    const auto& c = *s.cluster;
+    w.family("gatherstatsd_cluster_info", "gauge",
+             "Always 1 in a cluster; the labels say which cluster and which member this is.");
+    w.sample("gatherstatsd_cluster_info",
+             "{cluster=\"" + escape_label_value(c.name) + "\",member=\"" +
+                 escape_label_value(c.member) + "\"}",
+             u64(1));
+    w.family("gatherstatsd_cluster_members", "gauge",
+             "Live members of the cluster this member last saw, itself included.");
+    w.sample("gatherstatsd_cluster_members", "", u64(c.members.size()));
+    w.family("gatherstatsd_cluster_endpoints_owned", "gauge", "Endpoints this member fetches.");
+    w.sample("gatherstatsd_cluster_endpoints_owned", "", u64(c.endpoints_owned));
+    w.family("gatherstatsd_cluster_endpoints", "gauge",
+             "Endpoints configured, that the members share.");
+    w.sample("gatherstatsd_cluster_endpoints", "", u64(c.endpoints_total));
+    w.family("gatherstatsd_cluster_lease_valid", "gauge",
+             "1 while this member's lease is valid (renewed less than a lease time ago).");
+    w.sample("gatherstatsd_cluster_lease_valid", "", u64(c.lease_valid ? 1 : 0));
+    w.family("gatherstatsd_cluster_heartbeats_total", "counter",
+             "Heartbeats the database answered.");
+    w.sample("gatherstatsd_cluster_heartbeats_total", "", c.heartbeats);
+    w.family("gatherstatsd_cluster_heartbeat_failures_total", "counter",
+             "Heartbeats that failed (no connection, an error, a timeout).");
+    w.sample("gatherstatsd_cluster_heartbeat_failures_total", "", c.heartbeat_failures);
+    w.family("gatherstatsd_cluster_membership_changes_total", "counter",
+             "Members seen joining or leaving the cluster since this one joined.");
+    w.sample("gatherstatsd_cluster_membership_changes_total", "", c.membership_changes);
+    w.family("gatherstatsd_cluster_ticks_fenced_total", "counter",
+             "Fetches that stored nothing because their tick was stored already.");
+    w.sample("gatherstatsd_cluster_ticks_fenced_total", "", c.ticks_fenced);
+    w.family("gatherstatsd_cluster_member_endpoints", "gauge",
+             "Endpoints each live member fetches, as that member last reported it.");
+    for (const auto& m : c.members)
+      w.sample("gatherstatsd_cluster_member_endpoints",
+               "{member=\"" + escape_label_value(m.name) + "\"}", u64(m.endpoints));
+  }
 
   if (s.listener) {
     const auto& l = *s.listener;

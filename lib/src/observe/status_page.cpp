@@ -57,10 +57,25 @@ std::string ago(std::optional<timestamp> t, timestamp now) {
 
 namespace {
 
-// The state an endpoint is shown in: failing, ok, or waiting for its first fetch.
+// The state an endpoint is shown in: failing, ok, or waiting for its first
+// fetch; in a cluster, "elsewhere" when other members fetch it (what this
+// member last saw of it is history then, not a worry).
 const char* state_of(const endpoint_status& e) {
+  if (!e.owned) return "elsewhere";
   if (!e.last_fetch) return "pending";
   return e.up ? "ok" : "failing";
+}
+
+// The members that fetch an endpoint, "m1 (this member), m3"; `self` is
+// this member's name. Escaped for HTML.
+std::string owners_html(const endpoint_status& e, const std::string& self) {
+  std::string out;
+  for (const auto& o : e.owners) {
+    if (!out.empty()) out += ", ";
+    out += escape_html(o);
+    if (o == self) out += " (this member)";
+  }
+  return out;
 }
 
 std::string iso(std::optional<timestamp> t) { return t ? to_iso8601(*t) : std::string(); }
@@ -95,13 +110,14 @@ std::string human_bytes(std::uint64_t b) {
   return buf;
 }
 
-// Failing endpoints first, then waiting ones, then the rest; by name within.
+// Failing endpoints first, then waiting ones, then the rest, then (in a
+// cluster) those other members fetch; by name within.
 std::vector<const endpoint_status*> ordered(const std::vector<endpoint_status>& eps) {
   std::vector<const endpoint_status*> out;
   for (const auto& e : eps) out.push_back(&e);
   auto rank = [](const endpoint_status* e) {
     std::string_view st = state_of(*e);
-    return st == "failing" ? 0 : st == "pending" ? 1 : 2;
+    return st == "failing" ? 0 : st == "pending" ? 1 : st == "ok" ? 2 : 3;
   };
   std::stable_sort(out.begin(), out.end(), [&](auto* a, auto* b) {
     if (rank(a) != rank(b)) return rank(a) < rank(b);
@@ -110,10 +126,56 @@ std::vector<const endpoint_status*> ordered(const std::vector<endpoint_status>& 
   return out;
 }
 
+// "1m 5s ago" with the exact time on hover, or "never".
+std::string time_text(std::optional<timestamp> t, timestamp now) {
+  if (!t) return "never";
+  return "<time datetime=\"" + iso(t) + "\" title=\"" + iso(t) + "\">" + ago(t, now) + "</time>";
+}
+
 std::string time_cell(std::optional<timestamp> t, timestamp now) {
-  if (!t) return "<td>never</td>";
-  return "<td><time datetime=\"" + iso(t) + "\" title=\"" + iso(t) + "\">" + ago(t, now) +
-         "</time></td>";
+  return "<td>" + time_text(t, now) + "</td>";
+}
+
+// The lease as the page says it: valid, lapsed, or never held yet.
+std::string lease_text(const cluster_status& c) {
+  if (c.lease_valid)
+    return c.problem.empty() ? "valid" : "valid, last heartbeat failed: " + c.problem;
+  std::string out = c.last_heartbeat ? "lapsed" : "not joined yet";
+  if (!c.problem.empty()) out += ": " + c.problem;
+  return out;
+}
+
+std::string cluster_card(const cluster_status& c, timestamp now) {
+  std::string h = "<section class=\"card\" id=\"cluster\"><h2>Cluster</h2><dl class=\"facts\">";
+  h += "<dt>Cluster</dt><dd>" + escape_html(c.name) + "</dd>";
+  h += "<dt>This member</dt><dd>" + escape_html(c.member) + "</dd>";
+  h += "<dt>Lease time</dt><dd>" + human_interval(c.lease) + "</dd>";
+  h += "<dt>Replicas</dt><dd>" + std::to_string(c.replicas) + "</dd>";
+  h += std::string("<dt>Lease</dt><dd id=\"lease\" class=\"") + (c.lease_valid ? "up" : "down") +
+       "\">" + escape_html(lease_text(c)) + "</dd>";
+  h += "<dt>Last heartbeat</dt><dd>" + time_text(c.last_heartbeat, now) + "</dd>";
+  h += "<dt>Endpoints</dt><dd>fetching " + std::to_string(c.endpoints_owned) + " of " +
+       std::to_string(c.endpoints_total) + "</dd>";
+  h += "<dt>Heartbeats</dt><dd>" + std::to_string(c.heartbeats) + " ok, " +
+       std::to_string(c.heartbeat_failures) + " failed</dd>";
+  h += "<dt>Membership</dt><dd>" + std::to_string(c.membership_changes) +
+       (c.membership_changes == 1 ? " change" : " changes") + "</dd>";
+  h += "<dt>Ticks fenced</dt><dd>" + std::to_string(c.ticks_fenced) + "</dd>";
+  h += "</dl>\n<table id=\"members\"><thead><tr><th>Member</th><th>Endpoints</th><th>Joined</"
+       "th></tr></thead><tbody>\n";
+  for (const auto& m : c.members) {
+    h += std::string("<tr class=\"member") + (m.self ? " self" : "") + "\" data-member=\"" +
+         escape_html(m.name) + "\">";
+    h += "<td data-label=\"Member\">" + escape_html(m.name) + (m.self ? " (this member)" : "") +
+         "</td>";
+    h += "<td data-label=\"Endpoints\">" + std::to_string(m.endpoints) + "</td>";
+    std::string joined = time_cell(m.joined, now);
+    joined.insert(3, " data-label=\"Joined\"");
+    h += joined;
+    h += "</tr>\n";
+  }
+  h += "</tbody></table></section>\n";
+  return h;
 }
 
 constexpr const char* style = R"(
@@ -129,7 +191,7 @@ table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
 td.url,td.error{overflow-wrap:anywhere;max-width:28rem}
 .state{font-weight:600}.ok .state,.up{color:var(--ok)}.failing .state,.down{color:var(--bad)}
-.pending .state{color:var(--wait)}
+.pending .state{color:var(--wait)}tr.elsewhere{opacity:.7}
 @media (max-width:48rem){
  #endpoint-list{order:-1;margin-bottom:1rem}
  table,tbody,tr,td{display:block;width:auto}thead{display:none}
@@ -142,27 +204,45 @@ td.url,td.error{overflow-wrap:anywhere;max-width:28rem}
 
 std::string render_status_html(const daemon_status& s, timestamp now) {
   std::size_t failing = 0;
-  for (const auto& e : s.endpoints)
+  std::size_t owned = 0;  // every endpoint, alone
+  for (const auto& e : s.endpoints) {
     if (std::string_view(state_of(e)) == "failing") ++failing;
+    if (e.owned) ++owned;
+  }
 
   std::string h;
   h.reserve(4096 + s.endpoints.size() * 900);
   h += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
        "<meta http-equiv=\"refresh\" content=\"30\">"
-       "<title>gatherstatsd: ";
-  h += std::to_string(s.endpoints.size()) + " endpoints, " + std::to_string(failing) +
+       "<title>gatherstatsd";
+  if (s.cluster)
+    h += " " + escape_html(s.cluster->member) + " (cluster " + escape_html(s.cluster->name) +
+         "): " + std::to_string(owned) + " of";
+  else
+    h += ":";
+  h += " " + std::to_string(s.endpoints.size()) + " endpoints, " + std::to_string(failing) +
        " failing</title><style>";
   h += style;
   h += "</style></head><body>\n<h1>gatherstatsd " + escape_html(s.version) + "</h1>\n";
-  // What a glance needs, first on every screen.
+  // What a glance needs, first on every screen. In a cluster: of the
+  // endpoints this member fetches, then the cluster in a few words.
   std::size_t pending = 0;
   for (const auto& e : s.endpoints)
-    if (!e.last_fetch) ++pending;
+    if (std::string_view(state_of(e)) == "pending") ++pending;
   h += "<p class=\"summary\" id=\"summary\"><span class=\"" +
        std::string(failing > 0 ? "down" : "up") + "\">" + std::to_string(failing) + " of " +
-       std::to_string(s.endpoints.size()) + " endpoints failing</span>";
+       std::to_string(owned) + " endpoints failing</span>";
   if (pending > 0) h += ", " + std::to_string(pending) + " not fetched yet";
+  if (s.cluster) {
+    const auto& c = *s.cluster;
+    h += " · cluster " + escape_html(c.name) + ": " + std::to_string(c.members.size()) +
+         (c.members.size() == 1 ? " member" : " members") + ", fetching " + std::to_string(owned) +
+         " of " + std::to_string(s.endpoints.size()) + " endpoints";
+    if (!c.lease_valid)
+      h += std::string(", <span class=\"down\">") +
+           (c.last_heartbeat ? "lease lapsed" : "not joined yet") + "</span>";
+  }
   h += std::string(" · database <span class=\"") + (s.database.up ? "up\">up" : "down\">down") +
        "</span> · spool <span class=\"" +
        (s.spool.usable ? (s.spool.full ? "down\">full" : "up\">usable") : "down\">not usable") +
@@ -215,12 +295,16 @@ std::string render_status_html(const daemon_status& s, timestamp now) {
        "</dd>";
   h += "<dt>Dropped</dt><dd" + std::string(dropped > 0 ? " class=\"down\"" : "") + ">" +
        std::to_string(dropped) + " fetches</dd>";
-  h += "</dl></section>\n</div>\n";
+  h += "</dl></section>\n";
+  if (s.cluster) h += cluster_card(*s.cluster, now);
+  h += "</div>\n";
 
-  h += "<section id=\"endpoint-list\"><h2>Endpoints (" + std::to_string(s.endpoints.size()) + ", " +
-       std::to_string(failing) +
-       " failing)</h2>\n<table id=\"endpoints\"><thead><tr><th>Name</th><th>State</th><th>URL</"
-       "th><th>Interval</th><th>Last fetch</th><th>Duration</th><th>Rows</th><th>Last "
+  h += "<section id=\"endpoint-list\"><h2>Endpoints (" + std::to_string(s.endpoints.size()) + ", ";
+  if (s.cluster) h += "this member fetches " + std::to_string(owned) + ", ";
+  h += std::to_string(failing) + " failing)</h2>\n";
+  h += "<table id=\"endpoints\"><thead><tr><th>Name</th><th>State</th>";
+  if (s.cluster) h += "<th>Owners</th>";
+  h += "<th>URL</th><th>Interval</th><th>Last fetch</th><th>Duration</th><th>Rows</th><th>Last "
        "error</th><th>Last success</th></tr></thead><tbody>\n";
   for (const auto* e : ordered(s.endpoints)) {
     const char* st = state_of(*e);
@@ -228,10 +312,18 @@ std::string render_status_html(const daemon_status& s, timestamp now) {
     h += st;
     h += "\" data-endpoint=\"" + escape_html(e->name) + "\" data-state=\"" + st + "\">";
     h += "<td data-label=\"Name\">" + escape_html(e->name) + "</td>";
-    h += "<td data-label=\"State\" class=\"state\">" + std::string(st);
-    if (e->consecutive_failures > 1)
-      h += " (" + std::to_string(e->consecutive_failures) + " in a row)";
+    h += "<td data-label=\"State\" class=\"state\">";
+    if (!e->owned) {
+      std::string others;
+      for (const auto& o : e->owners) others += (others.empty() ? "" : ", ") + escape_html(o);
+      h += others.empty() ? std::string("fetched by another member") : "fetched by " + others;
+    } else {
+      h += st;
+      if (e->consecutive_failures > 1)
+        h += " (" + std::to_string(e->consecutive_failures) + " in a row)";
+    }
     h += "</td>";
+    if (s.cluster) h += "<td data-label=\"Owners\">" + owners_html(*e, s.cluster->member) + "</td>";
     h += "<td data-label=\"URL\" class=\"url\">" + escape_html(e->url) + "</td>";
     h += "<td data-label=\"Interval\">" + human_interval(e->interval) + "</td>";
     std::string fetched = time_cell(e->last_fetch, now);
@@ -289,6 +381,32 @@ std::string render_status_json(const daemon_status& s, timestamp now) {
                    {"max_bytes", sp.max_bytes}, {"oldest", time_or_null(sp.oldest)},
                    {"written", sp.written},     {"replayed", sp.replayed},
                    {"dropped", dropped}};
+  if (s.cluster) {
+    const auto& c = *s.cluster;
+    bj::array members;
+    for (const auto& m : c.members)
+      members.push_back(bj::object{{"name", m.name},
+                                   {"endpoints", m.endpoints},
+                                   {"joined", time_or_null(m.joined)},
+                                   {"lease_until", time_or_null(m.lease_until)},
+                                   {"self", m.self}});
+    root["cluster"] = {{"name", c.name},
+                       {"member", c.member},
+                       {"lease_seconds", std::chrono::duration<double>(c.lease).count()},
+                       {"replicas", c.replicas},
+                       {"lease_valid", c.lease_valid},
+                       {"problem", c.problem},
+                       {"last_heartbeat", time_or_null(c.last_heartbeat)},
+                       {"members", std::move(members)},
+                       {"endpoints_owned", c.endpoints_owned},
+                       {"endpoints_total", c.endpoints_total},
+                       {"heartbeats", c.heartbeats},
+                       {"heartbeat_failures", c.heartbeat_failures},
+                       {"membership_changes", c.membership_changes},
+                       {"ticks_fenced", c.ticks_fenced}};
+  } else {
+    root["cluster"] = nullptr;  // alone
+  }
   bj::array eps;
   for (const auto* e : ordered(s.endpoints)) {
     bj::object failures;
@@ -311,6 +429,10 @@ std::string render_status_json(const daemon_status& s, timestamp now) {
     o["rows"] = e->rows;
     o["skipped_ticks"] = e->skipped_ticks;
     o["failures"] = std::move(failures);
+    o["owned"] = e->owned;
+    bj::array owners;
+    for (const auto& name : e->owners) owners.push_back(bj::string(name));
+    o["owners"] = std::move(owners);
     eps.push_back(std::move(o));
   }
   root["endpoints"] = std::move(eps);
