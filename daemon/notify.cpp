@@ -24,7 +24,14 @@ std::string count(std::size_t n, const char* one, const char* many) {
 
 std::string status_line(const gatherstats::collector_status& s,
                         std::chrono::steady_clock::time_point now) {
-  std::string line = count(s.endpoints, "endpoint", "endpoints");
+  std::string line;
+  if (s.cluster.empty()) {
+    line = count(s.endpoints, "endpoint", "endpoints");
+  } else {
+    // `endpoints` is this member's share then.
+    line = "cluster " + s.cluster + ": " + count(s.members, "member", "members") + ", fetching " +
+           std::to_string(s.endpoints) + " of " + count(s.endpoints_total, "endpoint", "endpoints");
+  }
   line += ", " + std::to_string(s.failing) + " failing, ";
   if (s.committed == 0 || s.last_commit == std::chrono::steady_clock::time_point{}) {
     line += "no commit yet";
@@ -38,6 +45,9 @@ std::string status_line(const gatherstats::collector_status& s,
   if (s.dropped > 0) line += ", " + std::to_string(s.dropped) + " dropped";
   if (s.skipped > 0) line += ", " + std::to_string(s.skipped) + " ticks skipped";
   if (!s.spool_usable) line += ", NO SPOOL";
+  // The other members fetch this one's share meanwhile; it goes on
+  // fetching its own into the spool.
+  if (!s.cluster.empty() && !s.lease_valid) line += ", lease lapsed";
   return line;
 }
 

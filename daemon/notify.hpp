@@ -26,7 +26,9 @@
 namespace gatherstatsd {
 
 // "3 endpoints, 1 failing, last commit 2s ago, 0 waiting, 2 db connections"
-// ("no commit yet" before the first one).
+// ("no commit yet" before the first one). In a cluster the endpoints part
+// is "cluster web: 3 members, fetching 10 of 30 endpoints", and the line
+// ends in ", lease lapsed" while this member's lease is not valid.
 std::string status_line(const gatherstats::collector_status& s,
                         std::chrono::steady_clock::time_point now);
 

@@ -238,6 +238,33 @@ TEST_CASE("the STATUS= line", "[cli][notify]") {
         "dropped, 5 ticks skipped, NO SPOOL");
 }
 
+TEST_CASE("the STATUS= line in a cluster", "[cli][notify]") {
+  gatherstats::collector_status s;
+  auto now = std::chrono::steady_clock::now();
+  s.cluster = "web";
+  s.members = 3;
+  s.endpoints = 10;  // this member's share
+  s.endpoints_total = 30;
+  s.lease_valid = true;
+  s.failing = 1;
+  s.connections = 2;
+  CHECK(status_line(s, now) ==
+        "cluster web: 3 members, fetching 10 of 30 endpoints, 1 failing, no commit yet, 0 "
+        "waiting, 0 spooled, 2 db connections");
+  s.members = 1;
+  s.endpoints = 1;
+  s.endpoints_total = 1;
+  s.lease_valid = false;
+  s.spool_usable = false;
+  CHECK(status_line(s, now) ==
+        "cluster web: 1 member, fetching 1 of 1 endpoint, 1 failing, no commit yet, 0 waiting, 0 "
+        "spooled, 2 db connections, NO SPOOL, lease lapsed");
+  // Alone, the lease says nothing.
+  s.cluster.clear();
+  CHECK(status_line(s, now) ==
+        "1 endpoint, 1 failing, no commit yet, 0 waiting, 0 spooled, 2 db connections, NO SPOOL");
+}
+
 TEST_CASE("migrate --partitioned takes an interval of whole seconds, 1d by default", "[cli]") {
   auto plain = parsed_as<migrate_options>({"migrate"});
   CHECK_FALSE(plain.partitioned);
