@@ -47,7 +47,7 @@ std::string status_line(const gatherstats::collector_status& s,
   if (!s.spool_usable) line += ", NO SPOOL";
   // The other members fetch this one's share meanwhile; it goes on
   // fetching its own into the spool.
-  if (!s.cluster.empty() && !s.lease_valid) line += ", lease lapsed";
+  if (!s.cluster.empty() && !s.lease_valid) line += s.joined ? ", lease lapsed" : ", not joined";
   return line;
 }
 

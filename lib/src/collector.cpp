@@ -1084,6 +1084,7 @@ collector_status collector::status() const {
     st.members = state_->members.size();
     st.endpoints_total = state_->current->endpoints.size();
     st.lease_valid = state_->member->lease_valid();
+    st.joined = state_->member->status().last_heartbeat.has_value();
   }
   st.last_commit = state_->last_commit;
   return st;

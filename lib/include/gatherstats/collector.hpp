@@ -42,6 +42,7 @@ struct collector_status {
   std::size_t members = 0;
   std::size_t endpoints_total = 0;
   bool lease_valid = false;
+  bool joined = false;  // the lease was renewed at least once
   std::chrono::steady_clock::time_point last_commit{};
 };
 

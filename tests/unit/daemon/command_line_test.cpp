@@ -197,14 +197,14 @@ TEST_CASE("format_event never shows a secret, and every kind has its own MESSAGE
 
   std::set<std::string> ids;
   for (auto k :
-       {event_kind::fetch_committed, event_kind::fetch_failed, event_kind::fetch_retrying,
-        event_kind::tick_skipped, event_kind::commit_failed, event_kind::database_lost,
-        event_kind::database_back, event_kind::config_loaded, event_kind::config_rejected,
-        event_kind::warning, event_kind::stopping, event_kind::results_spooled,
-        event_kind::results_dropped, event_kind::fetch_log_pruned, event_kind::no_spool,
-        event_kind::rows_removed, event_kind::partition_created, event_kind::partition_dropped,
-        event_kind::member_joined, event_kind::member_left, event_kind::share_changed,
-        event_kind::lease_lost, event_kind::lease_renewed, event_kind::tick_fenced}) {
+       {event_kind::fetch_committed, event_kind::fetch_failed,      event_kind::fetch_retrying,
+        event_kind::tick_skipped,    event_kind::commit_failed,     event_kind::database_lost,
+        event_kind::database_back,   event_kind::config_loaded,     event_kind::config_rejected,
+        event_kind::warning,         event_kind::stopping,          event_kind::results_spooled,
+        event_kind::results_dropped, event_kind::fetch_log_pruned,  event_kind::no_spool,
+        event_kind::rows_removed,    event_kind::partition_created, event_kind::partition_dropped,
+        event_kind::member_joined,   event_kind::member_left,       event_kind::share_changed,
+        event_kind::lease_lost,      event_kind::lease_renewed,     event_kind::tick_fenced}) {
     std::string id = message_id(k);
     CHECK(id.size() == 32);
     CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
@@ -246,6 +246,7 @@ TEST_CASE("the STATUS= line in a cluster", "[cli][notify]") {
   s.endpoints = 10;  // this member's share
   s.endpoints_total = 30;
   s.lease_valid = true;
+  s.joined = true;
   s.failing = 1;
   s.connections = 2;
   CHECK(status_line(s, now) ==
@@ -259,6 +260,11 @@ TEST_CASE("the STATUS= line in a cluster", "[cli][notify]") {
   CHECK(status_line(s, now) ==
         "cluster web: 1 member, fetching 1 of 1 endpoint, 1 failing, no commit yet, 0 waiting, 0 "
         "spooled, 2 db connections, NO SPOOL, lease lapsed");
+  // Never joined (the database was away at start): not a lapse.
+  s.joined = false;
+  CHECK(status_line(s, now) ==
+        "cluster web: 1 member, fetching 1 of 1 endpoint, 1 failing, no commit yet, 0 waiting, 0 "
+        "spooled, 2 db connections, NO SPOOL, not joined");
   // Alone, the lease says nothing.
   s.cluster.clear();
   CHECK(status_line(s, now) ==
