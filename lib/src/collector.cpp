@@ -31,6 +31,10 @@ namespace {
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 using steady = std::chrono::steady_clock;
 
+// The longest a member waits at start for its first heartbeat before the
+// daemon is ready (the database may be away: readiness does not wait for it).
+constexpr std::chrono::milliseconds max_join_wait{1'000};
+
 // A store the spool refused because it is full under full_policy::stop (its
 // wording), as opposed to one it could not write.
 bool refused_as_full(const std::string& message) {
@@ -146,6 +150,9 @@ struct collector::state {
   // acts on, and how many endpoints it fetches of them.
   std::unique_ptr<cluster::member> member;
   std::vector<std::string> members;
+  // Pollers of endpoints this member gave up, still fetching for
+  // cluster::clock_allowance (the new owner's clock may be ahead).
+  std::map<std::string, std::unique_ptr<sched::endpoint_poller>> retiring;
   std::optional<std::size_t> share;  // none until the first share was computed
   std::uint64_t ticks_fenced = 0;
   std::uint64_t committed = 0;
@@ -694,13 +701,21 @@ struct collector::state {
       auto found = pollers.find(ep.name);
       if (!owns(ep)) {
         if (found == pollers.end()) continue;
-        endpoint_stats[ep.name].skipped_before += found->second->stats().skipped_ticks;
-        found->second->stop();
+        retire(std::move(found->second), self);
         pollers.erase(found);
         continue;
       }
       ++owned;
       if (found != pollers.end()) continue;
+      if (auto r = retiring.find(ep.name); r != retiring.end()) {
+        auto back = std::move(r->second);
+        retiring.erase(r);
+        if (back->config() == ep) {
+          pollers.emplace(ep.name, std::move(back));
+          continue;
+        }
+        stop_poller(*back);
+      }
       auto poller = make_poller(ep, self);
       if (!poller) continue;
       poller->start();
@@ -728,6 +743,32 @@ struct collector::state {
       configured.push_back(ep.name + '\t' + std::to_string(ep.interval.count()) +
                            (ep.align ? "\taligned" : ""));
     return cluster::fingerprint(configured);
+  }
+
+  void stop_poller(sched::endpoint_poller& p) {
+    if (auto st = endpoint_stats.find(p.config().name); st != endpoint_stats.end())
+      st->second.skipped_before += p.stats().skipped_ticks;
+    p.stop();
+  }
+
+  // An endpoint another member fetches now: its poller goes on for
+  // cluster::clock_allowance, then stops (its fetch in flight still
+  // reaches the pool), unless the endpoint came back meanwhile.
+  void retire(std::unique_ptr<sched::endpoint_poller> p, std::shared_ptr<state> self) {
+    const std::string name = p->config().name;
+    const auto* which = p.get();
+    if (auto old = retiring.find(name); old != retiring.end()) stop_poller(*old->second);
+    retiring[name] = std::move(p);
+    std::weak_ptr<state> weak = self;
+    auto timer = std::make_shared<asio::steady_timer>(ex, cluster::clock_allowance);
+    timer->async_wait([weak, name, which, timer](boost::system::error_code) {
+      auto s = weak.lock();
+      if (!s) return;
+      auto r = s->retiring.find(name);
+      if (r == s->retiring.end() || r->second.get() != which) return;
+      s->stop_poller(*r->second);
+      s->retiring.erase(r);
+    });
   }
 
   std::unique_ptr<cluster::member> make_member(const config::daemon_config& cfg,
@@ -919,7 +960,10 @@ asio::awaitable<void> collector::async_apply(config::daemon_config cfg) {
   // cluster its share, once it joined (or tried to).
   if (s->current->cluster && !s->member) {
     s->member = s->make_member(*s->current, s);
-    co_await s->member->async_start(steady::now() + s->current->database.connect_timeout);
+    // At most a second before the daemon is ready: past it the member acts
+    // alone until a heartbeat works (the fence stores each tick once).
+    co_await s->member->async_start(steady::now() +
+                                    std::min(s->current->database.connect_timeout, max_join_wait));
   } else {
     s->rebalance(s);
   }
@@ -995,6 +1039,7 @@ asio::awaitable<std::size_t> collector::async_stop(steady::time_point until) {
     co_await s->member->async_leave(started + s->current->cluster->lease);
     until += steady::now() - started;
   }
+  for (auto& [name, p] : s->retiring) p->stop();
   for (auto& [name, p] : s->pollers) p->stop();
   for (auto& [name, p] : s->pollers) co_await p->async_wait_stopped(until);
   std::deque<fetch_record> left;

@@ -232,11 +232,14 @@ struct member::state {
     if (!r->renewed) {
       if (!name_conflict_reported) {
         name_conflict_reported = true;
-        log::event e{log::event_kind::warning, log::severity::error};
-        e.detail = "another gatherstatsd (instance " + r->holder + ") holds the lease of member " +
-                   cfg().member + " in cluster " + cfg().name +
-                   ": each member needs a name of its own (cluster.member); this one fetches " +
-                   "the share of that name too until the other's lease runs out";
+        log::event e{log::event_kind::warning, log::severity::warning};
+        e.detail = "the lease of member " + cfg().member + " in cluster " + cfg().name +
+                   " is held by another process (instance " + r->holder +
+                   "): this member's previous run, ended without leaving (it is taken over "
+                   "when that lease runs out, within " +
+                   config::format_duration(cfg().lease) +
+                   "), or another daemon with the same cluster.member, which must be unique; "
+                   "meanwhile this one fetches that name's share too";
         emit(e);
       }
     } else {
@@ -407,6 +410,10 @@ asio::awaitable<void> member::async_leave(pg::deadline until) {
     poll.expires_after(handover_poll);
     co_await poll.async_wait(use_nothrow);
   }
+  // The new owners fetch from their next tick by their own clocks: the
+  // share goes on a little longer, in case theirs are ahead.
+  poll.expires_at(std::min(until, steady::now() + clock_allowance));
+  co_await poll.async_wait(use_nothrow);
 }
 
 observe::cluster_status member::status() const {

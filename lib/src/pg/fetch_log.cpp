@@ -206,6 +206,21 @@ asio::awaitable<outcome<std::string>> async_check_fetch_log(connection& conn,
   co_return std::string();
 }
 
+asio::awaitable<outcome<void>> async_may_update(connection& conn, const table_name& fetch_log,
+                                                deadline until) {
+  std::array<std::string, 1> params{fetch_log.quoted()};
+  auto may = co_await conn.async_query(
+      "SELECT has_table_privilege($1, 'UPDATE'), quote_ident(current_user)", params, until);
+  if (!may) co_return may.error();
+  if (may->get(0, 0) == "t") co_return outcome<void>{};
+  co_return failure::permanent(
+      "role " + std::string(may->get(0, 1)) + " may not UPDATE the fetch log " +
+      fetch_log.display() +
+      ", which a cluster member needs (a fetch that succeeded replaces another member's "
+      "failure of the same tick): GRANT UPDATE ON " +
+      fetch_log.quoted() + " TO " + std::string(may->get(0, 1)));
+}
+
 asio::awaitable<outcome<std::size_t>> async_prune_fetch_log(connection& conn,
                                                             const table_name& fetch_log,
                                                             std::chrono::milliseconds retention,
@@ -239,22 +254,25 @@ fetch_log_row make_fetch_log_row(const fetch_record& r) {
           std::to_string(std::min(r.rows.size(), max_integer))};
 }
 
-std::string fetch_log_insert_sql(const table_name& fetch_log, int first) {
+std::string fetch_log_insert_sql(const table_name& fetch_log, int first, bool replace_failure) {
   auto p = [first](int i) { return "$" + std::to_string(first + i); };
-  // The claim of the tick (the fence, fetch_log.hpp): a new row, or a
-  // success over a failure logged for the same tick; never anything over a
-  // success. RETURNING says whether it claimed.
+  // The claim of the tick (the fence, fetch_log.hpp): a new row, or, with
+  // `replace_failure`, a success over a failure logged for the same tick;
+  // never anything over a success. RETURNING says whether it claimed (and
+  // names no column, so it needs no SELECT privilege).
   return "INSERT INTO " + fetch_log.quoted() +
          " AS l (endpoint_name, endpoint, tick, fetched_at, duration_ms, ok, reason, error,"
          " http_status, bytes, rows) VALUES (" +
          p(0) + "::text, " + p(1) + "::text, " + p(2) + "::timestamptz, " + p(3) +
          "::timestamptz, " + p(4) + "::float8, " + p(5) + "::boolean, NULLIF(" + p(6) +
          "::text, ''), NULLIF(" + p(7) + "::text, ''), NULLIF(" + p(8) + "::int, 0)::smallint, " +
-         p(9) + "::bigint, " + p(10) +
-         "::int) ON CONFLICT (endpoint_name, tick) DO UPDATE SET endpoint = EXCLUDED.endpoint,"
-         " fetched_at = EXCLUDED.fetched_at, duration_ms = EXCLUDED.duration_ms, ok = true,"
-         " reason = NULL, error = NULL, http_status = EXCLUDED.http_status,"
-         " bytes = EXCLUDED.bytes, rows = EXCLUDED.rows WHERE NOT l.ok AND EXCLUDED.ok"
+         p(9) + "::bigint, " + p(10) + "::int) ON CONFLICT (endpoint_name, tick) " +
+         (replace_failure
+              ? "DO UPDATE SET endpoint = EXCLUDED.endpoint, fetched_at = EXCLUDED.fetched_at,"
+                " duration_ms = EXCLUDED.duration_ms, ok = true, reason = NULL, error = NULL,"
+                " http_status = EXCLUDED.http_status, bytes = EXCLUDED.bytes,"
+                " rows = EXCLUDED.rows WHERE NOT l.ok AND EXCLUDED.ok"
+              : "DO NOTHING") +
          " RETURNING 1";
 }
 

@@ -150,6 +150,10 @@ asio::awaitable<outcome<opened>> open_connection(std::shared_ptr<pool::state> s)
     co_return failure::permanent(*log +
                                  "; a cluster needs it as its fence, so nothing is committed "
                                  "until it is there (`gatherstatsd migrate` creates it)");
+  if (s->settings.require_fetch_log) {
+    auto may = co_await async_may_update(*conn, fetch_log_table(s->settings.table), until);
+    if (!may) co_return may.error();
+  }
   s->fetch_log_missing = !log->empty();
   if (s->fetch_log_missing) s->warn_fetch_log(*log);
   co_return opened{std::move(*conn), !s->fetch_log_missing};
@@ -236,7 +240,8 @@ asio::awaitable<void> worker(std::shared_ptr<pool::state> s) {
   std::optional<connection> conn;
   unsigned long opened_in = 0;  // s->generation when `conn` was opened
   const commit_tables without_log{s->settings.table, std::nullopt};
-  const commit_tables with_log{s->settings.table, fetch_log_table(s->settings.table)};
+  const commit_tables with_log{s->settings.table, fetch_log_table(s->settings.table),
+                               s->settings.require_fetch_log};
   bool logging = false;  // this connection writes the fetch log
   unsigned failures = 0;
   sched::backoff retry_delay(s->settings.reconnect_min, s->settings.reconnect_max);

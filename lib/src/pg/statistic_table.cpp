@@ -193,7 +193,7 @@ asio::awaitable<void> abandon_transaction(connection& conn, deadline until) {
 // round trip. No row stored: the tick was stored before.
 std::string commit_sql(const commit_tables& t, on_conflict conflict) {
   if (!t.fetch_log) return unnest_insert_sql(t.statistics, conflict);
-  return "WITH claim AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " +
+  return "WITH claim AS (" + fetch_log_insert_sql(*t.fetch_log, 5, t.replace_failures) + ") " +
          unnest_insert_sql(t.statistics, conflict, true);
 }
 
@@ -206,12 +206,13 @@ void append_log_params(std::vector<parameter>& params, const fetch_log_row& row)
 // document that gave no rows), or the claim before a COPY in a transaction.
 // Returns 1 when it claimed the tick, 0 when the tick was taken, or why it
 // failed.
-asio::awaitable<outcome<std::size_t>> commit_log_only(connection& conn, const table_name& log,
+asio::awaitable<outcome<std::size_t>> commit_log_only(connection& conn, const commit_tables& t,
                                                       const fetch_record& record, deadline until) {
+  const table_name& log = *t.fetch_log;
   const fetch_log_row row = make_fetch_log_row(record);
   std::vector<parameter> params;
   append_log_params(params, row);
-  const std::string sql = fetch_log_insert_sql(log, 1);
+  const std::string sql = fetch_log_insert_sql(log, 1, t.replace_failures);
   auto inserted = co_await conn.async_query(statement{sql, params}, until);
   if (!inserted) co_return inserted.error();
   co_return inserted->affected_rows();
@@ -223,13 +224,14 @@ asio::awaitable<outcome<std::size_t>> commit_log_only(connection& conn, const ta
 // only those records' rows may go in). On failure the transaction is
 // rolled back (or the connection closed).
 asio::awaitable<outcome<std::vector<bool>>> begin_with_log(
-    connection& conn, const table_name& log, std::span<const fetch_record* const> records,
+    connection& conn, const commit_tables& t, std::span<const fetch_record* const> records,
     deadline until) {
+  const table_name& log = *t.fetch_log;
   std::vector<fetch_log_row> rows;
   rows.reserve(records.size());
   for (const fetch_record* r : records) rows.push_back(make_fetch_log_row(*r));
   std::vector<std::vector<parameter>> params(rows.size());
-  const std::string sql = fetch_log_insert_sql(log, 1);
+  const std::string sql = fetch_log_insert_sql(log, 1, t.replace_failures);
   std::vector<statement> statements;
   statements.reserve(rows.size() + 1);
   statements.push_back(statement{"BEGIN", {}});
@@ -290,7 +292,7 @@ asio::awaitable<outcome<std::size_t>> commit_copy(connection& conn, const commit
   // The log row first, then the COPY and the COMMIT in one query: one
   // round trip more than without the log.
   std::span<const fetch_record* const> records(one);
-  auto begun = co_await begin_with_log(conn, *t.fetch_log, records, until);
+  auto begun = co_await begin_with_log(conn, t, records, until);
   if (!begun) co_return begun.error();
   if (!begun->front()) {
     // The tick is stored already: nothing to store, nothing to keep.
@@ -340,7 +342,7 @@ asio::awaitable<outcome<std::size_t>> commit_copy_via_temp(connection& conn, con
     co_return copied.error();
   }
   if (t.fetch_log) {
-    auto claimed = co_await commit_log_only(conn, *t.fetch_log, record, until);
+    auto claimed = co_await commit_log_only(conn, t, record, until);
     if (!claimed || *claimed == 0) {
       co_await abandon_transaction(conn, until);
       if (!claimed) co_return claimed.error();
@@ -402,8 +404,8 @@ asio::awaitable<outcome<std::size_t>> commit_unnest_text(connection& conn, const
                     " SELECT $1, u.k, u.v, $2::timestamptz"
                     " FROM unnest($3::text[], $4::float8[]) AS u(k, v)";
   if (t.fetch_log) {
-    sql = "WITH claim AS (" + fetch_log_insert_sql(*t.fetch_log, 5) + ") " + sql +
-          " WHERE EXISTS (SELECT 1 FROM claim)";
+    sql = "WITH claim AS (" + fetch_log_insert_sql(*t.fetch_log, 5, t.replace_failures) + ") " +
+          sql + " WHERE EXISTS (SELECT 1 FROM claim)";
     for (auto& v : make_fetch_log_row(record)) params.push_back(std::move(v));
   }
   sql += " ON CONFLICT (endpoint, key, fetched_at) DO NOTHING";
@@ -694,7 +696,7 @@ asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const commi
   if (auto refused = refuse_nul(record)) co_return *refused;
   if (record.rows.empty()) {
     if (!t.fetch_log) co_return std::size_t{0};
-    auto logged = co_await commit_log_only(conn, *t.fetch_log, record, until);
+    auto logged = co_await commit_log_only(conn, t, record, until);
     if (!logged) co_return logged.error();
     co_return std::size_t{0};
   }
@@ -763,7 +765,7 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     bool in_transaction = false;
     if (t.fetch_log) {
       std::span<const fetch_record* const> all(in_order);
-      auto begun = co_await begin_with_log(conn, *t.fetch_log, all, until);
+      auto begun = co_await begin_with_log(conn, t, all, until);
       if (begun) {
         in_transaction = true;
         for (std::size_t j = 0; j < in_order.size(); ++j)
@@ -835,7 +837,8 @@ asio::awaitable<std::vector<outcome<std::size_t>>> async_commit_batch(
     }
     const std::string plain_sql = commit_sql(t, on_conflict::fail);
     const std::string idempotent_sql = commit_sql(t, on_conflict::do_nothing);
-    const std::string log_sql = t.fetch_log ? fetch_log_insert_sql(*t.fetch_log, 1) : "";
+    const std::string log_sql =
+        t.fetch_log ? fetch_log_insert_sql(*t.fetch_log, 1, t.replace_failures) : "";
     std::vector<statement> plain, idempotent;
     for (const auto& p : sent) {
       plain.push_back(statement{p.rows ? plain_sql : log_sql, p.params});

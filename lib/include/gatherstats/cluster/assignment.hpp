@@ -46,6 +46,13 @@ struct change {
 };
 change compare(std::span<const std::string> before, std::span<const std::string> after);
 
+// How far apart the members' clocks may be without a tick missed when an
+// endpoint changes hands: a tick's identity is its time by the clock of
+// the member that fetches it, so the member giving an endpoint up goes on
+// fetching it this long after the new owner has it (the ticks both fetch
+// are stored once). NTP keeps clocks within milliseconds.
+inline constexpr std::chrono::milliseconds clock_allowance{1'000};
+
 // How often a member renews its lease: three times per lease, so that one
 // heartbeat lost (a slow query, a reconnect) does not cost the lease.
 std::chrono::milliseconds heartbeat_every(std::chrono::milliseconds lease);

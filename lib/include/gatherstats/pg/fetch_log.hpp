@@ -6,7 +6,8 @@
 // statistics (statistic_table.hpp); a failed fetch has only its log row.
 // The fence: the log is unique on (endpoint_name, tick), and a fetch's log
 // row claims its tick. The insert stores the row when the tick has none,
-// replaces a failure with a success, and otherwise does nothing; the
+// in a cluster replaces a failure with a success, and otherwise does
+// nothing; the
 // statistics of the fetch are stored only when the claim won (same
 // transaction). So a tick is stored at most once, whichever daemons fetched
 // it (docs/cluster.md), and a fetch committed twice is stored once.
@@ -56,6 +57,12 @@ boost::asio::awaitable<outcome<std::string>> async_check_fetch_log(connection& c
                                                                    const table_name& statistics,
                                                                    deadline until);
 
+// Succeeds when the connection's role may UPDATE the fetch log, which a
+// cluster member needs (commit_tables::replace_failures); the failure
+// says which GRANT is missing.
+boost::asio::awaitable<outcome<void>> async_may_update(connection& conn,
+                                                       const table_name& fetch_log, deadline until);
+
 // Deletes up to `batch` rows fetched longer than `retention` ago, in one
 // short transaction; returns how many went. Call again while it returns
 // `batch`.
@@ -77,10 +84,12 @@ using fetch_log_row = std::array<std::string, fetch_log_columns>;
 fetch_log_row make_fetch_log_row(const fetch_record& record);
 
 // INSERT INTO log (...) VALUES ($first, ..., $first+10) ON CONFLICT
-// (endpoint_name, tick) DO UPDATE (a success over a failure) RETURNING 1:
-// the row of make_fetch_log_row, claiming its tick. One row affected (and
-// returned) when the claim won, none when the tick was taken.
-
-std::string fetch_log_insert_sql(const table_name& fetch_log, int first_parameter);
+// (endpoint_name, tick) DO NOTHING RETURNING 1: the row of
+// make_fetch_log_row, claiming its tick. One row affected (and returned)
+// when the claim won, none when the tick was taken. `replace_failure`: DO
+// UPDATE of a failure's row by a success instead (which needs the UPDATE
+// privilege even when nothing is updated).
+std::string fetch_log_insert_sql(const table_name& fetch_log, int first_parameter,
+                                 bool replace_failure);
 
 }  // namespace gatherstats::pg

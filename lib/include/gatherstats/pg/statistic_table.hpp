@@ -68,6 +68,10 @@ class table_name {
 struct commit_tables {
   table_name statistics;
   std::optional<table_name> fetch_log;
+  // A success claims a tick whose log row is a failure (another member's:
+  // a cluster, docs/cluster.md). Needs UPDATE on the fetch log, which a
+  // daemon alone is not asked for: alone, a failure's row keeps its tick.
+  bool replace_failures = false;
 };
 
 // An index of the statistics table that repeats the unique index on
