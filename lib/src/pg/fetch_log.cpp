@@ -141,16 +141,11 @@ std::string number(double v) {
 }  // namespace
 
 table_name fetch_log_table(const table_name& statistics) {
-  auto name = statistics.schema().empty() ? std::string(fetch_log_name)
-                                          : statistics.schema() + "." + std::string(fetch_log_name);
-  return table_name::parse(name).value();  // the schema was valid already
+  return statistics.beside(fetch_log_name);
 }
 
 table_name endpoint_health_view(const table_name& statistics) {
-  auto name = statistics.schema().empty()
-                  ? std::string(endpoint_health_name)
-                  : statistics.schema() + "." + std::string(endpoint_health_name);
-  return table_name::parse(name).value();
+  return statistics.beside(endpoint_health_name);
 }
 
 asio::awaitable<outcome<bool>> async_create_fetch_log(connection& conn,

@@ -46,10 +46,7 @@ member_row read_row(const result& r, int i) {
 }  // namespace
 
 table_name member_table(const table_name& statistics) {
-  auto name = statistics.schema().empty()
-                  ? std::string(member_table_name)
-                  : statistics.schema() + "." + std::string(member_table_name);
-  return table_name::parse(name).value();  // the schema was valid already
+  return statistics.beside(member_table_name);
 }
 
 asio::awaitable<outcome<bool>> async_create_member_table(connection& conn,

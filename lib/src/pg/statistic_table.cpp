@@ -496,6 +496,13 @@ std::string table_name::quoted() const {
 
 std::string table_name::display() const { return schema_.empty() ? name_ : schema_ + "." + name_; }
 
+table_name table_name::beside(std::string_view name) const {
+  table_name t;
+  t.schema_ = schema_;
+  t.name_ = std::string(name);
+  return t;
+}
+
 asio::awaitable<outcome<std::size_t>> async_delete_expired(connection& conn,
                                                            const table_name& table,
                                                            timestamp cutoff, std::size_t batch,

@@ -56,6 +56,8 @@ class table_name {
   const std::string& name() const { return name_; }
   std::string quoted() const;   // "schema"."name", for SQL text
   std::string display() const;  // schema.name, for messages
+  // The table `name` in the same schema (or the search_path, like this one).
+  table_name beside(std::string_view name) const;
 
  private:
   std::string schema_, name_;
