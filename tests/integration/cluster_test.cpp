@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <string_view>
 
 using namespace std::chrono_literals;
 using std::chrono::duration;
@@ -375,14 +376,21 @@ std::string listed(const names& problems) {
   return out;
 }
 
-// Whether a line of `text` contains each of `parts`, after `from`.
-bool has_line(const std::string& text, const names& parts, std::size_t from = 0) {
-  std::istringstream in(text.substr(std::min(from, text.size())));
-  for (std::string line; std::getline(in, line);)
+// Where the first line of `text` from `from` on that contains each of
+// `parts` begins (npos: none does).
+std::size_t line_with(const std::string& text, const names& parts, std::size_t from = 0) {
+  for (std::size_t at = std::min(from, text.size()); at < text.size();) {
+    const std::size_t end = std::min(text.find('\n', at), text.size());
+    const std::string_view line(text.data() + at, end - at);
     if (std::all_of(parts.begin(), parts.end(),
-                    [&](const std::string& p) { return line.find(p) != std::string::npos; }))
-      return true;
-  return false;
+                    [&](const std::string& p) { return line.find(p) != std::string_view::npos; }))
+      return at;
+    at = end + 1;
+  }
+  return std::string::npos;
+}
+bool has_line(const std::string& text, const names& parts) {
+  return line_with(text, parts) != std::string::npos;
 }
 
 // The largest gap between consecutive stored ticks (less one interval) of
@@ -519,7 +527,7 @@ void kill_one_of_three(unsigned replicas) {
   CHECK(takeover <= duration<double>(lease + interval).count());
   for (const auto& m : survivors) {
     INFO(m);
-    CHECK(has_line(c[m].log_text(), {"member left", "m2"}));
+    CHECK(has_line(c[m].log_text(), {"member left", "member m2 "}));
   }
   {
     INFO(listed(fetchers));
@@ -558,25 +566,22 @@ void kill_one_of_three(unsigned replicas) {
 }  // namespace
 
 TEST_CASE(
-    "cluster: a member killed with SIGKILL (replicas 1): its endpoints are taken over after its "
-    "lease, "
-    "with a gap of at most lease + interval + timeout and no tick stored twice",
+    "cluster: a member killed with SIGKILL (replicas 1): its endpoints are taken over after "
+    "its lease, with a gap of at most lease + interval + timeout and no tick stored twice",
     "[cluster]") {
   kill_one_of_three(1);
 }
 
 TEST_CASE(
-    "cluster: a member killed with SIGKILL (replicas 2): every tick of every endpoint is stored "
-    "exactly "
-    "once",
+    "cluster: a member killed with SIGKILL (replicas 2): every tick of every endpoint is "
+    "stored exactly once",
     "[cluster]") {
   kill_one_of_three(2);
 }
 
 TEST_CASE(
-    "cluster: a fourth member joins and one leaves with SIGTERM: the shares move and no tick is "
-    "missed or "
-    "stored twice",
+    "cluster: a fourth member joins and one leaves with SIGTERM: the shares move and no tick "
+    "is missed or stored twice",
     "[cluster]") {
   test::scratch_database db;
   db.migrate();
@@ -613,6 +618,8 @@ TEST_CASE(
   // When it exits, the handover is done: the others' rows say so already.
   const auto rows_at_exit = c.live_rows();
   const auto m2_rows = db.query("SELECT count(*) FROM gatherstats_member WHERE member = 'm2'");
+  std::map<std::string, std::string> share_lines;  // before the others stop
+  for (const auto& m : after) share_lines[m] = c.last_share_line(m);
   const long long to = next_tick() + 3;
   wait_window_logged(db, eps.all, from, to, c);
   c.stop_all();
@@ -622,9 +629,11 @@ TEST_CASE(
   CHECK(m2_rows[0][0] == "0");  // its lease given up: its row is gone
   for (const auto& m : after) {
     INFO(m);
-    CHECK(has_line(c[m].log_text(), {"member left", "m2"}));
-    CHECK_THAT(c.last_share_line(m),
-               Catch::Contains("rows=" + std::to_string(c.share(m, after)) + " "));
+    CHECK(has_line(c[m].log_text(), {"member left", "member m2 "}));
+    // Its last share line: the new share, told when it changed.
+    CHECK_THAT(share_lines[m], Catch::Contains("rows=" + std::to_string(c.share(m, after)) + " "));
+    if (c.share(m, after) != c.share(m, four))
+      CHECK_THAT(share_lines[m], Catch::Contains("members: m1, m3, m4"));
   }
   const auto problems = stored_once_problems(db, eps.all, from, to);
   INFO(listed(problems));
@@ -759,9 +768,9 @@ TEST_CASE(
     INFO(m);
     // It went (its lease expired), then came back.
     const std::string log = c[m].log_text();
-    const auto left = log.find("member left");
-    CHECK(has_line(log, {"member left", "m2"}));
-    CHECK(has_line(log, {"member joined", "m2"}, left == std::string::npos ? log.size() : left));
+    const auto left = line_with(log, {"member left", "member m2 "});
+    REQUIRE(left != std::string::npos);
+    CHECK(line_with(log, {"member joined", "member m2 "}, left) != std::string::npos);
   }
   const auto problems = stored_once_problems(db, eps.all, from, to);
   INFO(listed(problems));
@@ -779,25 +788,26 @@ TEST_CASE(
       "endpoints:\n  - {name: a, url: \"http://127.0.0.1:1/stats\", interval: 1s}\n";
   auto check = [&](const std::string& yaml) {
     auto file = dir.write("cluster.yaml", yaml);
-    auto r = test::run({test::daemon_bin(), "--config", file.string(), "--check"});
-    INFO(r.out << r.err);
-    return r;
+    return test::run({test::daemon_bin(), "--config", file.string(), "--check"});
   };
   const std::string file = (dir.path() / "cluster.yaml").string();
 
   auto ok =
       check("database: {conninfo: \"dbname=x\"}\ncluster: {name: c, member: m1}\n" + endpoints);
+  INFO(ok.err);
   CHECK(ok.exit_code == 0);
   CHECK_THAT(ok.out, Catch::Contains("OK, 1 endpoint(s)"));
 
   auto no_log = check("database:\n  conninfo: \"dbname=x\"\n  fetch_log: false\n" + endpoints +
                       "cluster: {name: c, member: m1}\n");
+  INFO(no_log.err);
   CHECK(no_log.exit_code == 2);
   CHECK_THAT(no_log.err, Catch::Contains(file + ":6:1:") &&
                              Catch::Contains("\"cluster\" needs database.fetch_log: true"));
 
   auto bad = check("database: {conninfo: \"dbname=x\"}\n" + endpoints +
                    "cluster: {name: c, member: \"m 1\", lease: 500ms, replicas: 3}\n");
+  INFO(bad.err);
   CHECK(bad.exit_code == 2);
   CHECK_THAT(bad.err, Catch::Contains("\"lease\" must be between 1s and 1h") &&
                           Catch::Contains("\"member\" must be") && Catch::Contains(file + ":4:") &&
