@@ -1067,7 +1067,8 @@ observe::daemon_status collector::observe() const {
         e.skipped_ticks += p->second->stats().skipped_ticks;
       if (s.member && s.current->cluster) {
         e.owners = cluster::owners(ep.name, s.members, s.current->cluster->replicas);
-        e.owned = s.owns(ep);
+        e.owned = std::find(e.owners.begin(), e.owners.end(), s.current->cluster->member) !=
+                  e.owners.end();
       }
     }
   }
@@ -1129,7 +1130,7 @@ collector_status collector::status() const {
     st.members = state_->members.size();
     st.endpoints_total = state_->current->endpoints.size();
     st.lease_valid = state_->member->lease_valid();
-    st.joined = state_->member->status().last_heartbeat.has_value();
+    st.joined = state_->member->joined();
   }
   st.last_commit = state_->last_commit;
   return st;

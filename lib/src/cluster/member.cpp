@@ -204,9 +204,10 @@ struct member::state {
     return b;
   }
 
-  // One heartbeat over `conn` (connected first if need be). Returns how
-  // long until the next one.
-  asio::awaitable<milliseconds> heartbeat_once(std::optional<pg::connection>& conn) {
+  // One heartbeat over `conn` (connected first if need be, within
+  // `connect_for` at most). Returns how long until the next one.
+  asio::awaitable<milliseconds> heartbeat_once(std::optional<pg::connection>& conn,
+                                               milliseconds connect_for) {
     const auto every = heartbeat_every(cfg().lease);
     const auto started = steady::now();
     const auto until = started + std::min(settings.statement_timeout, every);
@@ -214,7 +215,8 @@ struct member::state {
       conn.reset();
       // Within a heartbeat's time: a lease runs out while a connect hangs.
       auto made = co_await pg::connection::async_connect(
-          settings.conninfo, started + std::min(settings.connect_timeout, every));
+          settings.conninfo,
+          started + std::min(std::min(settings.connect_timeout, every), connect_for));
       if (!made) {
         failed(made.error().message);
         co_return std::min(every, milliseconds(1'000));
@@ -285,7 +287,7 @@ using state_ptr = std::shared_ptr<member::state>;
 asio::awaitable<void> heartbeat_loop(state_ptr s, std::optional<pg::connection> conn) {
   s->beating = true;
   while (!s->stopping) {
-    auto next = co_await s->heartbeat_once(conn);
+    auto next = co_await s->heartbeat_once(conn, s->settings.connect_timeout);
     if (s->stopping) break;
     if (s->beat_now) {
       s->beat_now = false;
@@ -344,11 +346,9 @@ asio::awaitable<void> member::async_start(pg::deadline until) {
   // The first heartbeat joins: its members are the first the collector
   // acts on (take() calls on_members).
   std::optional<pg::connection> conn;
-  const auto saved = s->settings.connect_timeout;
-  s->settings.connect_timeout =
-      std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(until - steady::now()));
-  co_await s->heartbeat_once(conn);
-  s->settings.connect_timeout = saved;
+  co_await s->heartbeat_once(
+      conn,
+      std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(until - steady::now())));
   if (s->members.empty()) {
     s->members = {s->cfg().member};
     log::event e{log::event_kind::warning, log::severity::warning};
@@ -444,6 +444,8 @@ observe::cluster_status member::status() const {
 }
 
 const std::vector<std::string>& member::members() const { return state_->members; }
+
+bool member::joined() const { return state_->joined; }
 
 bool member::lease_valid() const {
   return state_->joined && std::chrono::steady_clock::now() < state_->lease_valid_until;

@@ -152,10 +152,9 @@ asio::awaitable<outcome<bool>> async_create_fetch_log(connection& conn,
                                                       const table_name& statistics,
                                                       deadline until) {
   const table_name log = fetch_log_table(statistics);
-  std::array<std::string, 1> name{log.quoted()};
-  auto exists = co_await conn.async_query("SELECT to_regclass($1) IS NOT NULL", name, until);
+  auto exists = co_await async_table_exists(conn, log, until);
   if (!exists) co_return exists.error();
-  const bool create = exists->get(0, 0) != "t";
+  const bool create = !*exists;
   if (create) {
     auto made = co_await conn.async_exec(create_sql(log), until);
     if (!made) co_return made.error();

@@ -53,10 +53,9 @@ asio::awaitable<outcome<bool>> async_create_member_table(connection& conn,
                                                          const table_name& statistics,
                                                          deadline until) {
   const table_name t = member_table(statistics);
-  std::array<std::string, 1> name{t.quoted()};
-  auto exists = co_await conn.async_query("SELECT to_regclass($1) IS NOT NULL", name, until);
+  auto exists = co_await async_table_exists(conn, t, until);
   if (!exists) co_return exists.error();
-  if (exists->get(0, 0) == "t") co_return false;
+  if (*exists) co_return false;
   // A few rows per cluster, each updated every few seconds: HOT updates
   // (no indexed column changes) keep it small without vacuum's help.
   auto made = co_await conn.async_exec("CREATE TABLE " + t.quoted() +

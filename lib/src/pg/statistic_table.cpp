@@ -544,11 +544,10 @@ asio::awaitable<outcome<migrated>> async_migrate(connection& conn, const table_n
   auto begun = co_await conn.async_exec(
       "BEGIN; SELECT pg_advisory_xact_lock(" + std::string(migrate_lock_key) + ")", until);
   if (!begun) co_return fail(begun.error());
-  std::array<std::string, 1> name{table.quoted()};
-  auto exists = co_await conn.async_query("SELECT to_regclass($1) IS NOT NULL", name, until);
+  auto exists = co_await async_table_exists(conn, table, until);
   if (!exists) co_return fail(exists.error());
   migrated done;
-  done.table = exists->get(0, 0) != "t";
+  done.table = !*exists;
   if (done.table) {
     auto made = co_await conn.async_exec(create_table_sql(table), until);
     if (!made) co_return fail(made.error());
@@ -683,6 +682,14 @@ asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_
     co_return failure::permanent(message);
   }
   co_return outcome<void>{};
+}
+
+asio::awaitable<outcome<bool>> async_table_exists(connection& conn, const table_name& table,
+                                                  deadline until) {
+  std::array<std::string, 1> name{table.quoted()};
+  auto exists = co_await conn.async_query("SELECT to_regclass($1) IS NOT NULL", name, until);
+  if (!exists) co_return exists.error();
+  co_return exists->get(0, 0) == "t";
 }
 
 asio::awaitable<outcome<std::size_t>> async_commit(connection& conn, const table_name& table,

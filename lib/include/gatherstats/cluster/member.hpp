@@ -75,6 +75,7 @@ class member {
   observe::cluster_status status() const;
   const std::vector<std::string>& members() const;
   bool lease_valid() const;
+  bool joined() const;  // the lease was renewed at least once
 
   struct state;
 

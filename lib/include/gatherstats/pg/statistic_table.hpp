@@ -123,6 +123,10 @@ boost::asio::awaitable<outcome<void>> async_drop_index(connection& conn,
                                                        const redundant_index& index,
                                                        deadline until);
 
+// Whether `table` exists (as the search_path finds it when unqualified).
+boost::asio::awaitable<outcome<bool>> async_table_exists(connection& conn, const table_name& table,
+                                                         deadline until);
+
 // Fails, naming what is missing, unless the table can take our commits.
 boost::asio::awaitable<outcome<void>> async_check_schema(connection& conn, const table_name& table,
                                                          deadline until);
